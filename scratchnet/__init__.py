@@ -1,0 +1,14 @@
+"""scratchnet: torch.nn rebuilt from raw tensor ops, every derivative written by
+hand, proven equal to torch.nn.
+
+    from scratchnet import nn
+    import scratchnet.nn.functional as F
+    import scratchnet.optim as optim
+"""
+
+from scratchnet import errors
+from scratchnet.autodiff import Tensor, enable_grad, grad, is_recording, leaf, no_grad
+
+__version__ = "0.1.0"
+
+__all__ = ["Tensor", "enable_grad", "errors", "grad", "is_recording", "leaf", "no_grad"]
