@@ -120,9 +120,9 @@ class Function:
         @staticmethod
         def backward(ctx, dout) -> tuple[grad | None, ...]  # one per input
 
-    ``backward`` must return, for a :class:`~scratchnet.nn.Parameter` input, a
-    tensor it allocated itself: the engine keeps it as the parameter's ``.grad``
-    and later adds into it in place.
+    ``backward`` may return ``dout`` itself, a view of it, or one tensor for two
+    inputs: before keeping a gradient as a leaf's ``.grad`` (which it later adds
+    into in place) the engine copies any that is shared or not contiguous.
     """
 
     @staticmethod
@@ -203,16 +203,16 @@ class Tensor(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
+        name = getattr(func, "__name__", repr(func))
+        if _Recording.on and _writes_in_place(func, name, kwargs):
+            raise NotDifferentiableError(
+                f"in-place torch op {name} (or out=) on a tensor on scratchnet's tape "
+                "would corrupt the values its backward needs and record nothing; use "
+                "the out-of-place op, or .detach() first"
+            )
         scratchnet_op = TENSOR_OPS.get(func)
         if scratchnet_op is not None and _Recording.on:
             return scratchnet_op(*args, **kwargs)
-        name = getattr(func, "__name__", repr(func))
-        if _Recording.on and name.endswith("_") and not name.endswith("__"):
-            raise NotDifferentiableError(
-                f"in-place torch op {name} on a tensor on scratchnet's tape would "
-                "corrupt the values its backward needs; use the out-of-place op, or "
-                ".detach() first"
-            )
         with torch._C.DisableTorchFunctionSubclass():
             out = func(*_plain_tree(args), **_plain_tree(kwargs))
         if not _Recording.on or func in _NEVER_DIFFERENTIABLE or not _has_float(out):
@@ -254,6 +254,12 @@ def plain(x: Any) -> Any:
     anything else unchanged. Parameters are returned as they are: torch ops on
     them already skip the tape."""
     return x._plain if type(x) is Tensor else x
+
+
+def _writes_in_place(func: Callable, name: str, kwargs: dict) -> bool:
+    """``add_``, ``x[i] = v`` and ``out=`` overwrite a tensor in place."""
+    return ((name.endswith("_") and not name.endswith("__"))
+            or func is torch.Tensor.__setitem__ or kwargs.get("out") is not None)
 
 
 def _plain_tree(obj: Any) -> Any:
@@ -398,7 +404,8 @@ def run_backward(
             if type(parent) is Node:
                 parent.grad = grad if parent.grad is None else parent.grad + grad
             else:
-                _accumulate_leaf(parent, grad, pass_, collected)
+                owned = _is_exclusive(grad, dnode, grads)
+                _accumulate_leaf(parent, grad, pass_, collected, owned)
         if not retain_graph:
             ctx.saved_tensors = ()
             node.freed = True
@@ -440,19 +447,35 @@ def _mark_needed(order: list[Node], boundary: dict[int, Tensor], pass_: _Pass) -
         node.needed = id(node) in boundary or any(_wants(p, pass_) for p in node.parents)
 
 
+def _is_exclusive(grad: torch.Tensor, dnode: torch.Tensor, grads: tuple) -> bool:
+    """May a leaf keep ``grad`` itself as its ``.grad``, to be added into in place
+    later? Not when it shares storage with the incoming ``dnode`` (a backward that
+    passes ``dout`` through, as is or reshaped) or with another returned gradient
+    (``a + b`` hands the same tensor to both), nor when it is not contiguous (a
+    stride-0 ``expand`` from ``sum``'s backward cannot be added into)."""
+    storage = grad.untyped_storage().data_ptr()
+    return (grad.is_contiguous()
+            and storage != dnode.untyped_storage().data_ptr()
+            and sum(g is not None and g.untyped_storage().data_ptr() == storage
+                    for g in grads) == 1)
+
+
 def _accumulate_leaf(
-    leaf_tensor: Tensor, grad: torch.Tensor, pass_: _Pass, collected: dict[int, torch.Tensor]
+    leaf_tensor: Tensor, grad: torch.Tensor, pass_: _Pass,
+    collected: dict[int, torch.Tensor], owned: bool = True,
 ) -> None:
+    """Add ``grad`` into the leaf's ``.grad`` (if it wants one) and into what this
+    pass returns for it (if asked). ``owned``: ``grad`` is ours alone to keep."""
     key = id(leaf_tensor)
     fills_grad = pass_.fills_grad(leaf_tensor)
     if key in pass_.wanted_leaves:
         collected[key] = grad if key not in collected else collected[key] + grad
-        if fills_grad:  # .grad must not alias what we return
-            grad = grad.clone()
+        owned = False  # .grad must not alias what we return
     if not fills_grad:
         return
     if leaf_tensor.grad is None:
-        leaf_tensor.grad = grad
+        leaf_tensor.grad = grad if owned else grad.clone(
+            memory_format=torch.contiguous_format)
     else:
         leaf_tensor.grad.add_(grad)
 

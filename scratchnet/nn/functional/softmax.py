@@ -1,0 +1,157 @@
+"""softmax and log_softmax over one dimension, each forward beside its backward.
+
+Shapes: the input x has any shape; ``dim`` picks the axis of length n that is
+normalised (the class axis, usually). Every slice along ``dim`` is one
+distribution; every other axis is a batch. Outputs have the shape of x.
+
+Numerical stability: softmax is unchanged by adding a constant to every entry
+of a slice, so the slice's max is subtracted first. Then the largest exponent
+is exp(0) = 1 and the rest lie in [0, 1]: exp never overflows, the sum is at
+least 1, and logits of ±1e30 give finite probabilities and log-probabilities.
+
+The formulas follow aten's CPU kernels (aten/src/ATen/native/cpu/SoftMaxKernel.cpp)
+operation for operation, so results agree with torch's to the last bit or two:
+softmax = exp(x − max) · (1 / Σ), log_softmax = (x − max) − log Σ (in that
+order: forming max + log Σ first loses the small log Σ against a large max).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from scratchnet.autodiff import Context, Function, plain
+from scratchnet.errors import DTypeError, OptionError, ShapeError
+
+
+def _get_softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
+    """torch's legacy rule for ``dim=None`` (torch.nn.functional._get_softmax_dim),
+    with its deprecation warning: dim 0 for 0-, 1- and 3-D input (3-D was taken
+    as one unbatched (C, H, W) image), else dim 1 (batched (N, C, ...))."""
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. "
+        "Change the call to include dim=X as an argument.",
+        stacklevel=stacklevel,
+    )
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _check_softmax_args(name: str, x: torch.Tensor, dim: object,
+                        dtype: torch.dtype | None) -> int:
+    """Refuse what torch refuses, with scratchnet's errors; return dim ≥ 0."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise OptionError(f"{name}: dim must be an int or None, got {dim!r}")
+    if dtype is not None and not dtype.is_floating_point:
+        raise DTypeError(f"{name}: dtype must be a floating-point dtype, got {dtype}")
+    if dtype is None and not x.is_floating_point():
+        raise DTypeError(f"{name}: input must be floating point, got {x.dtype}; pass "
+                         f"dtype=torch.float32 (or convert the input)")
+    ndim = max(x.dim(), 1)  # a 0-d tensor takes dim 0 or -1, as in torch
+    if not -ndim <= dim < ndim:
+        raise ShapeError(f"{name}: dim={dim} is out of range for an input of shape "
+                         f"{tuple(x.shape)} (expected a dim in [{-ndim}, {ndim - 1}])")
+    return dim % ndim if x.dim() > 0 else 0
+
+
+class Softmax(Function):
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor, dim: int,
+                dtype: torch.dtype | None) -> torch.Tensor:
+        """out_i = exp(x_i − max_j x_j) / Σ_k exp(x_k − max_j x_j)  along ``dim``
+
+        x: (*) → out: (*), every slice along dim summing to 1.
+        """
+        ctx.input_dtype = x.dtype
+        ctx.dim = dim
+        if dtype is not None:
+            x = x.to(dtype)
+        if x.numel() == 0:  # nothing to normalise (amax refuses empty dims)
+            out = torch.empty_like(x)
+        else:
+            shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
+            exps = shifted.exp()  # (*), in [0, 1]
+            out = exps * (1 / exps.sum(dim=dim, keepdim=True))  # (*)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, dout: torch.Tensor) -> tuple:
+        """The Jacobian of softmax along dim is ∂out_i/∂x_j = out_i · ([i = j] − out_j),
+        so, for each slice,
+
+            dx_j = Σ_i dout_i · out_i · ([i = j] − out_j)
+                 = out_j ⊙ (dout_j − Σ_i dout_i · out_i)
+
+        computed as ``(dout − Σ dout ⊙ out) · out`` like torch's softmax backward,
+        from the saved output alone; then cast back to the input's dtype (the
+        backward of ``dtype=``).
+        """
+        (out,) = ctx.saved_tensors  # (*)
+        dot = (dout * out).sum(dim=ctx.dim, keepdim=True)  # (*) with dim of size 1
+        dx = (dout - dot) * out  # (*)
+        return dx.to(ctx.input_dtype), None, None
+
+
+def softmax(x: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
+            dtype: torch.dtype | None = None) -> torch.Tensor:
+    """exp(x_i) / Σ_j exp(x_j) along ``dim`` (torch.nn.functional.softmax).
+
+    Args:
+        x: input of any shape.
+        dim: the dimension that sums to 1. ``None`` follows torch's deprecated
+            implicit choice (with its warning): 0 for 0-, 1- and 3-D input, else 1.
+        _stacklevel: where the implicit-dim warning points (torch's argument).
+        dtype: if given, x is cast to it before the operation (the gradient
+            comes back in x's dtype).
+    """
+    if dim is None:
+        dim = _get_softmax_dim("softmax", plain(x).dim(), _stacklevel)
+    dim = _check_softmax_args("softmax", plain(x), dim, dtype)
+    return Softmax.apply(x, dim, dtype)
+
+
+class LogSoftmax(Function):
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor, dim: int,
+                dtype: torch.dtype | None) -> torch.Tensor:
+        """out_i = log softmax(x)_i = (x_i − max_j x_j) − log Σ_k exp(x_k − max_j x_j)
+
+        x: (*) → out: (*), every out ≤ 0. The subtraction order is aten's: the
+        shifted logit first, then log Σ, which is ≥ 0 and small.
+        """
+        ctx.input_dtype = x.dtype
+        ctx.dim = dim
+        if dtype is not None:
+            x = x.to(dtype)
+        if x.numel() == 0:
+            out = torch.empty_like(x)
+        else:
+            shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
+            log_sum = shifted.exp().sum(dim=dim, keepdim=True).log()  # dim of size 1
+            out = shifted - log_sum  # (*)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, dout: torch.Tensor) -> tuple:
+        """∂out_i/∂x_j = [i = j] − softmax(x)_j, and softmax(x) = exp(out), so
+
+            dx_j = dout_j − exp(out_j) · Σ_i dout_i
+
+        as torch's log_softmax backward computes it, from the saved output.
+        """
+        (out,) = ctx.saved_tensors  # (*)
+        total = dout.sum(dim=ctx.dim, keepdim=True)  # (*) with dim of size 1
+        dx = dout - out.exp() * total  # (*)
+        return dx.to(ctx.input_dtype), None, None
+
+
+def log_softmax(x: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
+    """log(softmax(x)) along ``dim``, computed stably
+    (torch.nn.functional.log_softmax). Arguments as for :func:`softmax`."""
+    if dim is None:
+        dim = _get_softmax_dim("log_softmax", plain(x).dim(), _stacklevel)
+    dim = _check_softmax_args("log_softmax", plain(x), dim, dtype)
+    return LogSoftmax.apply(x, dim, dtype)
