@@ -50,6 +50,15 @@ def is_recording() -> bool:
     return _Recording.on
 
 
+class Anomaly:
+    """The checks :func:`scratchnet.debug.detect_anomaly` installs (None outside it):
+    ``forward_check(module, inputs, output)`` after each ``Module.forward``,
+    ``backward_check(node, grads)`` after each op's backward in :func:`run_backward`."""
+
+    forward_check: Callable[[Any, tuple, Any], None] | None = None
+    backward_check: Callable[[Node, tuple], None] | None = None
+
+
 class no_grad(contextlib.ContextDecorator):
     """Turn recording off: ops return plain tensors and nothing can be
     backpropagated. scratchnet's twin of ``torch.no_grad`` (which scratchnet
@@ -176,6 +185,11 @@ _NEVER_DIFFERENTIABLE = {
     torch.Tensor.untyped_storage,
     torch.Tensor.data_ptr,
     torch.Tensor.__reduce_ex__,
+    # new tensors that take only the shape, dtype and device of their input
+    torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like,
+    torch.rand_like, torch.randn_like, torch.randint_like,
+    torch.Tensor.new_zeros, torch.Tensor.new_ones, torch.Tensor.new_full,
+    torch.Tensor.new_empty, torch.Tensor.new_tensor,
 }
 
 
@@ -214,6 +228,8 @@ class Tensor(torch.Tensor):
         if scratchnet_op is not None and _Recording.on:
             return scratchnet_op(*args, **kwargs)
         with torch._C.DisableTorchFunctionSubclass():
+            # tape tensors as their plain alias; a Parameter as itself, so that
+            # ``w.data = ...`` and ``w.grad = ...`` set the Parameter's own fields
             out = func(*_plain_tree(args), **_plain_tree(kwargs))
         if not _Recording.on or func in _NEVER_DIFFERENTIABLE or not _has_float(out):
             return out
@@ -250,10 +266,9 @@ class Tensor(torch.Tensor):
 
 
 def plain(x: Any) -> Any:
-    """The plain ``torch.Tensor`` behind a tape :class:`Tensor` (same storage);
-    anything else unchanged. Parameters are returned as they are: torch ops on
-    them already skip the tape."""
-    return x._plain if type(x) is Tensor else x
+    """The plain ``torch.Tensor`` behind a tape :class:`Tensor` or Parameter (same
+    storage); anything else unchanged."""
+    return x._plain if isinstance(x, Tensor) else x
 
 
 def _writes_in_place(func: Callable, name: str, kwargs: dict) -> bool:
@@ -398,6 +413,8 @@ def run_backward(
         grads = node.function.backward(ctx, dnode)
         if not isinstance(grads, tuple):
             grads = (grads,)
+        if Anomaly.backward_check is not None:  # inside scratchnet.debug.detect_anomaly
+            Anomaly.backward_check(node, grads)
         for parent, grad in zip(node.parents, grads, strict=False):
             if parent is None or grad is None:
                 continue

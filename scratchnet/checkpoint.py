@@ -13,7 +13,7 @@ A checkpoint is one ``torch.save``'d dict::
         "loader_state": {...}                    # TensorLoader.state_dict()
         "rng_state":    {...}                    # torch / numpy / python / loader RNGs
         "metrics":      {...}                    # per-epoch history so far
-        "checksum":     "sha256 hex"             # over model + optimizer state
+        "checksum":     "sha256 hex"             # over every field but metrics
     }
 
 Beside it, ``model.pt`` holds the bare model state_dict (what
@@ -43,7 +43,13 @@ import torch
 
 from scratchnet.errors import CheckpointError
 
-FORMAT_VERSION = 1
+# Version 2's checksum covers every field resume reads (CHECKSUMMED_KEYS: all but
+# "metrics", whose wall times differ between otherwise bit-identical runs); version
+# 1's covered the model and optimizer state only, and is still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+CHECKSUMMED_KEYS = ("format_version", "model_state_dict", "optimizer_state_dict", "epoch",
+                    "config", "loader_state", "rng_state")
 CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.pt"
 REQUIRED_KEYS = ("format_version", "model_state_dict", "optimizer_state_dict", "epoch",
@@ -127,6 +133,15 @@ def state_checksum(model_state_dict: Mapping, optimizer_state_dict: Mapping) -> 
     return hasher.hexdigest()
 
 
+def checkpoint_checksum(checkpoint: Mapping[str, Any]) -> str:
+    """sha256 over every field of ``checkpoint`` in CHECKSUMMED_KEYS (format 2): a
+    flipped bit in the RNG or loader state is caught like one in the weights."""
+    hasher = hashlib.sha256()
+    for key in CHECKSUMMED_KEYS:
+        _feed(hasher, key, checkpoint[key])
+    return hasher.hexdigest()
+
+
 # --------------------------------------------------------------------------------------
 # saving
 
@@ -162,8 +177,8 @@ def save_checkpoint(
         "loader_state": loader_state,
         "rng_state": rng_state,
         "metrics": dict(metrics or {}),
-        "checksum": state_checksum(model_state_dict, optimizer_state_dict),
     }
+    checkpoint["checksum"] = checkpoint_checksum(checkpoint)
     path = atomic_torch_save(checkpoint, out_dir / CHECKPOINT_NAME)
     atomic_torch_save(dict(model_state_dict), out_dir / MODEL_NAME)
     return path
@@ -212,11 +227,12 @@ def load_checkpoint(path: str | os.PathLike, allow_bare: bool = False) -> dict[s
         found = sorted(obj)[:6] if isinstance(obj, Mapping) else type(obj).__name__
         raise CheckpointError(f"{path} is not a scratchnet checkpoint (expected keys "
                               f"{', '.join(REQUIRED_KEYS)}; found {found})")
-    if obj["format_version"] != FORMAT_VERSION:
+    if obj["format_version"] not in READABLE_VERSIONS:
         raise CheckpointError(f"checkpoint {path} has format_version "
                               f"{obj['format_version']!r}; this scratchnet reads "
-                              f"version {FORMAT_VERSION}")
-    checksum = state_checksum(obj["model_state_dict"], obj["optimizer_state_dict"])
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+    checksum = (checkpoint_checksum(obj) if obj["format_version"] == 2 else
+                state_checksum(obj["model_state_dict"], obj["optimizer_state_dict"]))
     if checksum != obj["checksum"]:
         raise CheckpointError(f"checkpoint {path} failed its checksum (stored "
                               f"{str(obj['checksum'])[:12]}…, computed {checksum[:12]}…): "

@@ -5,6 +5,8 @@
     scratchnet compare          scratchnet vs torch.nn, side by side, same batches
     scratchnet train            train one backend, checkpoint each epoch, --resume
     scratchnet evaluate --checkpoint PATH
+    scratchnet plot-activations --out PATH   seed 000's activations and derivatives
+    scratchnet inspect          one batch, layer by layer, scratchnet beside torch.nn
 
 Bad input (an unknown model or dataset, a layer spec that does not fit, a
 non-positive lr / epochs / batch size, a corrupt data file or checkpoint, a
@@ -74,6 +76,18 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
                         "per-epoch lines, only the result")
 
 
+def _add_distributed_options(parser: argparse.ArgumentParser) -> None:
+    """Data parallelism (scratchnet.distributed); under torchrun the processes
+    come from torchrun and --nproc stays 1."""
+    parser.add_argument("--nproc", type=int, default=1, help="train data-parallel in "
+                        "N processes on this machine (gloo on 127.0.0.1, NCCL with "
+                        "--device cuda); --batch-size is per process (default: 1)")
+    parser.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                        help="a process that does not answer a collective within "
+                        "this time is declared failed, and the others stop naming it "
+                        "(default: 60)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="torch.nn rebuilt from scratch, trained "
                      "side by side with torch.nn. With no command, runs `compare`.")
@@ -105,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: runs/train)")
     train.add_argument("--json", help="where to write the metrics as JSON "
                        "(default: OUT/metrics.json)")
+    train.add_argument("--fast", action="store_true", help="train with the tape-free "
+                       "fast step (scratchnet.fast; same numbers as the tape, "
+                       "scratchnet backend only)")
     train.add_argument("--resume", nargs="?", const="", metavar="CHECKPOINT",
                        help="continue from a checkpoint (default: OUT/checkpoint.pt) "
                        "up to --epochs in total, exactly as if never stopped")
+    _add_distributed_options(train)
 
     evaluate = commands.add_parser(
         "evaluate", help="test-set accuracy, per-class accuracy and confusion matrix "
@@ -126,7 +144,70 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", help="directory holding the IDX files")
     evaluate.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     evaluate.add_argument("--json", help="also write the results as JSON here")
+    _add_inspect_parser(commands)
+    _add_plot_activations_parser(commands)
+    _add_bench_parser(commands)
     return parser
+
+
+def _add_bench_parser(commands: Any) -> None:
+    from scratchnet.bench import add_arguments
+
+    bench = commands.add_parser(
+        "bench", help="time scratchnet against torch.nn and the machine's floor "
+        "(benchmarks/results/NAME.json and .md)", description="Time forward, "
+        "backward, optimizer step and whole training step of scratchnet (tape and "
+        "fast path) and torch.nn (default Adam, fused Adam, torch.compile), "
+        "interleaved in one process, with denormals kept and flushed; check every "
+        "side against torch.nn; write JSON and a markdown table.")
+    add_arguments(bench)
+
+
+def _add_plot_activations_parser(commands: Any) -> None:
+    plot_activations = commands.add_parser(
+        "plot-activations", help="draw seed 000's activation functions (binary step, "
+        "sigmoid, tanh, ReLU) with their derivatives to a PNG",
+        description="Draw each activation and its derivative, the derivative "
+        "computed by scratchnet's own backward (scratchnet.viz.plot_activations).")
+    plot_activations.add_argument("--out", default="runs/activations.png",
+                                  help="where to write the PNG "
+                                  "(default: runs/activations.png)")
+
+
+def _add_inspect_parser(commands: Any) -> None:
+    inspect = commands.add_parser(
+        "inspect", help="one batch through scratchnet and torch.nn, layer by layer: "
+        "shapes, FLOPs, activation and gradient statistics, and how far apart the "
+        "two are", description="Run one batch forward and backward (cross-entropy) "
+        "through scratchnet and the torch.nn reference model holding the same "
+        "weights, and print a table per layer: output shape, parameters, FLOPs, "
+        "activation mean/std/zeros, gradient norms, and the largest difference from "
+        "torch.nn (absolute, in ULPs, as a share of the parity tolerance), with a "
+        "higher-precision verdict where they differ beyond it.")
+    inspect.add_argument("--model", help="model name or layer spec (default: the "
+                         "checkpoint's, else NeuralNetwork)")
+    inspect.add_argument("--activation", help="hidden-layer activation for layer specs "
+                         "and NeuralNetwork/SimpleNN/SingleLayerNN (default: the "
+                         "model's own)")
+    inspect.add_argument("--checkpoint", help="checkpoint.pt or bare model.pt whose "
+                         "weights to load (default: a fresh model from --seed)")
+    inspect.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist, "
+                         "mnist, or random for uniform random pixels (default: "
+                         "fashion-mnist)")
+    inspect.add_argument("--batch-size", type=int, default=64, help="images in the "
+                         "batch (default: 64)")
+    inspect.add_argument("--dtype", help="float32 or float64 (default: the "
+                         "checkpoint's, else float32)")
+    inspect.add_argument("--seed", type=int, default=0, help="seed for the initial "
+                         "weights and the batch (default: 0)")
+    inspect.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N "
+                         "(default: cpu)")
+    inspect.add_argument("--data-dir", help="directory holding the IDX files")
+    inspect.add_argument("--eval", action="store_true", help="run the models in eval "
+                         "mode (default: training mode, as in a training step)")
+    inspect.add_argument("--json", help="also write the report as JSON here")
+    inspect.add_argument("--plot", help="also write a PNG of per-layer activation and "
+                         "gradient histograms here")
 
 
 # --------------------------------------------------------------------------------------
@@ -165,6 +246,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from scratchnet.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from scratchnet.distributed import DEFAULT_TIMEOUT, launch, process_group_from_env
     from scratchnet.train import fit, resumed_config
 
     out = Path(args.out)
@@ -176,10 +258,22 @@ def run_train(args: argparse.Namespace) -> int:
         config = resumed_config(saved["config"], requested, str(resume)).validate()
     else:
         config = _config_from_args(args)
-    metrics = fit(config, out, resume=resume, quiet=args.quiet, metrics_path=args.json)
-    print(f"trained {config.model} with {config.backend} for {metrics['epochs_done']} "
-          f"epochs: test accuracy {metrics['final']['accuracy']:.2f}%  "
-          f"checkpoint: {metrics['checkpoint']}")
+    config.fast = args.fast
+    config.validate()
+    timeout = args.dist_timeout if args.dist_timeout is not None else DEFAULT_TIMEOUT
+    if args.nproc != 1:  # be torchrun: run this same command in N processes
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--nproc cannot be used under torchrun, which already "
+                             "started the processes")
+        return launch(["-m", "scratchnet", *args.argv, "--nproc", "1"], args.nproc,
+                      timeout)
+    with process_group_from_env(config.device, timeout) as parallel:
+        metrics = fit(config, out, resume=resume, quiet=args.quiet,
+                      metrics_path=args.json, parallel=parallel)
+    if parallel is None or parallel.is_main:
+        print(f"trained {config.model} with {config.backend} for "
+              f"{metrics['epochs_done']} epochs: test accuracy "
+              f"{metrics['final']['accuracy']:.2f}%  checkpoint: {metrics['checkpoint']}")
     return 0
 
 
@@ -217,6 +311,53 @@ def format_evaluation(report: dict[str, Any]) -> str:
 COMMANDS = {"compare": run_compare, "train": run_train, "evaluate": run_evaluate}
 
 
+def run_inspect(args: argparse.Namespace) -> int:
+    from scratchnet.checkpoint import atomic_write_json
+    from scratchnet.inspect import (
+        InspectConfig,
+        format_report,
+        inspect,
+        plot_histograms,
+    )
+
+    report = inspect(InspectConfig(
+        model=args.model, activation=args.activation, checkpoint=args.checkpoint,
+        dataset=args.dataset, batch_size=args.batch_size, dtype=args.dtype,
+        seed=args.seed, device=args.device, data_dir=args.data_dir,
+        eval_mode=args.eval))
+    print(format_report(report), flush=True)
+    if args.json:
+        atomic_write_json(report.to_dict(), args.json)
+    if args.plot:
+        plot_histograms(report, args.plot)
+    return 0
+
+
+COMMANDS["inspect"] = run_inspect
+
+
+def run_plot_activations(args: argparse.Namespace) -> int:
+    from scratchnet.viz import plot_activations
+
+    print(f"activations: {plot_activations(args.out)}")
+    return 0
+
+
+COMMANDS["plot-activations"] = run_plot_activations
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from scratchnet.bench import config_from_args, run_benchmark, write_results
+
+    results = run_benchmark(config_from_args(args))
+    json_path, md_path = write_results(results, args.out)
+    print(f"results: {json_path} and {md_path}")
+    return 0
+
+
+COMMANDS["bench"] = run_bench
+
+
 def _one_line(message: str) -> str:
     """A multi-line message joined into one line ("a:\n  b\n  c" → "a: b; c")."""
     text = ""
@@ -233,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["compare", *argv]
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # what --nproc runs again in each process
         return COMMANDS[args.command](args)
     except (UsageError, ScratchnetError) as error:
         print(f"{PROG}: error: {_one_line(str(error))}", file=sys.stderr)

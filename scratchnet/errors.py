@@ -1,4 +1,6 @@
-"""The one exception family scratchnet raises for bad input.
+"""The one exception family scratchnet raises for bad input, and the two
+argument checks (``check_tensor``, ``check_real``) that every layer, loss and
+optimizer shares.
 
 Every message names where the problem is (a layer's dotted path such as
 ``linear_relu_stack.0``, an optimizer, a file), what was expected and what came.
@@ -52,3 +54,34 @@ class DataError(ScratchnetError, ValueError):
 
 class CheckpointError(ScratchnetError, ValueError):
     """A checkpoint that is corrupt, truncated or from another architecture."""
+
+
+class ArgumentTypeError(ScratchnetError, TypeError):
+    """An argument of the wrong Python type: a list where a layer or loss needs a
+    tensor, a string where an optimizer needs a number."""
+
+
+class AnomalyError(ScratchnetError, RuntimeError):
+    """Raised inside :func:`scratchnet.debug.detect_anomaly`: a layer's output or an
+    op's gradient holds NaN or Inf. The message names the layer path (or op) and
+    the first batch index (row) holding a non-finite value."""
+
+
+def check_tensor(where: str, name: str, value: object) -> None:
+    """Raise :class:`ArgumentTypeError` unless ``value`` is a ``torch.Tensor``
+    (``where``: the function, e.g. ``"linear"``; ``name``: the argument)."""
+    import torch  # here, so that importing the exceptions alone stays cheap
+
+    if not isinstance(value, torch.Tensor):
+        raise ArgumentTypeError(f"{where}: {name} must be a torch.Tensor, got "
+                                f"{type(value).__name__}")
+
+
+def check_real(where: str, name: str, value: object) -> None:
+    """Raise :class:`ArgumentTypeError` unless ``value`` is a real Python number
+    (an int or float; a bool is refused: it is a flag, not a number)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{where}: {name} must be a real number, got "
+                                f"{type(value).__name__} {value!r}")

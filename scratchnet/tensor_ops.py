@@ -798,6 +798,65 @@ def mean(input: torch.Tensor, dim: int | Sequence[int] | None = None,
     return Mean.apply(input, dim, keepdim, dtype)
 
 
+def _reduced_dims(x: torch.Tensor, dim: int | Sequence[int] | None) -> tuple[int, ...]:
+    if dim is None:
+        return tuple(range(x.dim()))
+    return tuple(d % max(x.dim(), 1) for d in ([dim] if isinstance(dim, int) else dim))
+
+
+def _correction(unbiased: bool | None, correction: float | None) -> float:
+    if correction is not None:
+        return correction
+    return 0 if unbiased is False else 1
+
+
+class Var(Function):
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor, dims: tuple[int, ...], correction: float,
+                keepdim: bool, take_sqrt: bool) -> torch.Tensor:
+        """var = Σ (x − mean)² / (N − correction) over ``dims``; std = √var."""
+        centred = x - x.mean(dim=dims, keepdim=True)  # like x
+        count = 1
+        for d in dims:
+            count *= x.shape[d]
+        var = (centred * centred).sum(dim=dims, keepdim=True) / max(count - correction, 0)
+        out = var.sqrt() if take_sqrt else var  # dims of size 1
+        ctx.save_for_backward(centred, out)
+        ctx.dims, ctx.keepdim, ctx.take_sqrt = dims, keepdim, take_sqrt
+        ctx.denominator = max(count - correction, 0)
+        return out if keepdim else out.squeeze(dims) if dims else out
+
+    @staticmethod
+    def backward(ctx: Context, dout: torch.Tensor) -> tuple:
+        """dvar/dx_i = 2 (x_i − mean) / (N − correction) (the mean's own derivative
+        drops out: Σ (x − mean) = 0); dstd/dx_i = dvar/dx_i / (2 std), taken as 0
+        where std = 0, as torch does."""
+        centred, out = ctx.saved_tensors
+        if not ctx.keepdim and ctx.dims:
+            dout = dout.reshape(out.shape)  # dims of size 1 again
+        if ctx.take_sqrt:
+            scale = torch.where(out == 0, 0, dout / out)  # dout / (2 std) · 2
+        else:
+            scale = 2 * dout
+        return scale * centred / ctx.denominator, None, None, None, None
+
+
+def var(input: torch.Tensor, dim: int | Sequence[int] | None = None,
+        unbiased: bool | None = None, keepdim: bool = False, *,
+        correction: float | None = None) -> torch.Tensor:
+    """torch.var: Σ (x − mean)² / (N − correction), correction 1 by default."""
+    dims = _reduced_dims(plain(input), dim)
+    return Var.apply(input, dims, _correction(unbiased, correction), keepdim, False)
+
+
+def std(input: torch.Tensor, dim: int | Sequence[int] | None = None,
+        unbiased: bool | None = None, keepdim: bool = False, *,
+        correction: float | None = None) -> torch.Tensor:
+    """torch.std = √var (see :func:`var`)."""
+    dims = _reduced_dims(plain(input), dim)
+    return Var.apply(input, dims, _correction(unbiased, correction), keepdim, True)
+
+
 def _shape_argument(shape: tuple) -> tuple[int, ...]:
     """``view(2, -1)``, ``view((2, -1))`` and ``view(torch.Size(...))`` alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
@@ -1030,6 +1089,8 @@ _REPLACEMENTS: list[tuple[Any, tuple[Any, ...]]] = [
     (broadcast_to, (torch.broadcast_to, _T.broadcast_to)),
     (sum, (torch.sum, _T.sum)),
     (mean, (torch.mean, _T.mean)),
+    (var, (torch.var, _T.var)),
+    (std, (torch.std, _T.std)),
     (view, (_T.view,)),
     (reshape, (torch.reshape, _T.reshape)),
     (view_as, (_T.view_as, _T.reshape_as)),

@@ -63,7 +63,8 @@ class TrainConfig:
     """Everything that decides a run's numbers (saved in checkpoints and JSON).
 
     ``activation=None`` keeps the model's own activations (ReLU for layer specs).
-    ``limit`` keeps the first N training images.
+    ``limit`` keeps the first N training images. ``world_size`` is the number of
+    data-parallel processes (set by :func:`fit`); ``batch_size`` is per process.
     """
 
     model: str = "NeuralNetwork"
@@ -79,6 +80,8 @@ class TrainConfig:
     limit: int | None = None
     data_dir: str | None = None
     backend: str = "scratchnet"
+    world_size: int = 1
+    fast: bool = False  # scratchnet.fast.FastTrainer's step (same numbers, tape-free)
 
     def validate(self) -> TrainConfig:
         """Check every option; canonicalise names. Raises OptionError."""
@@ -89,6 +92,7 @@ class TrainConfig:
         _check_activation(self.model, self.activation)
         _check_positive_int("epochs", self.epochs)
         _check_positive_int("batch size", self.batch_size)
+        _check_positive_int("world size", self.world_size)
         if self.limit is not None:
             _check_positive_int("limit", self.limit)
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) \
@@ -97,6 +101,8 @@ class TrainConfig:
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("dtype", self.dtype, tuple(DTYPES))
         _check_choice("backend", self.backend, BACKENDS)
+        if self.fast and self.backend != "scratchnet":
+            raise OptionError("--fast is scratchnet's fast step; use --backend scratchnet")
         self.device = str(check_device(self.device))
         return self
 
@@ -326,12 +332,17 @@ def model_input(x: torch.Tensor, flat: bool) -> torch.Tensor:
 
 
 def train_step(model: Any, optimizer: Any, loss_fn: Any, x: torch.Tensor,
-               y: torch.Tensor) -> float:
-    """One optimisation step, the seed's four lines; returns the batch's loss."""
+               y: torch.Tensor, after_backward: Callable[[], None] | None = None
+               ) -> float:
+    """One optimisation step, the seed's four lines; returns the batch's loss.
+    ``after_backward`` runs between backward and step (data parallel: average the
+    gradients across processes)."""
     optimizer.zero_grad(set_to_none=True)
     logits = model(x)  # (B, C)
     loss = loss_fn(logits, y)  # ()
     loss.backward()
+    if after_backward is not None:
+        after_backward()
     optimizer.step()
     return loss.item()
 
@@ -345,18 +356,36 @@ def _progress(iterable: Iterable, total: int, description: str, quiet: bool) -> 
 
 
 def train_epoch(model: Any, optimizer: Any, loader: Iterable, loss_fn: Any = None,
-                description: str = "", quiet: bool = True) -> list[float]:
-    """One pass over ``loader`` in training mode; returns every step's loss."""
+                description: str = "", quiet: bool = True,
+                after_backward: Callable[[], None] | None = None,
+                fast: bool = False) -> list[float]:
+    """One pass over ``loader`` in training mode; returns every step's loss.
+    ``fast``: run each step with :class:`scratchnet.fast.FastTrainer`."""
     loss_fn = loss_fn if loss_fn is not None else backend_of(model).nn.CrossEntropyLoss()
     flat = takes_flat_input(model)
     model.train()
     step_loss = []
+    fast_trainer = _fast_trainer(model, optimizer, loss_fn, after_backward) if fast \
+        else None
     bar = _progress(loader, len(loader), description, quiet)
     for x, y in bar:
-        step_loss.append(train_step(model, optimizer, loss_fn, model_input(x, flat), y))
+        if fast_trainer is not None:
+            step_loss.append(fast_trainer.step(model_input(x, flat), y).item())
+        else:
+            step_loss.append(train_step(model, optimizer, loss_fn, model_input(x, flat),
+                                        y, after_backward))
         if len(step_loss) % 50 == 0:
             bar.set_postfix(loss=f"{step_loss[-1]:.4f}", refresh=False)
     return step_loss
+
+
+def _fast_trainer(model: Any, optimizer: Any, loss_fn: Any,
+                  after_backward: Callable[[], None] | None) -> Any:
+    from scratchnet.fast import FastTrainer
+
+    if after_backward is not None:
+        raise OptionError("--fast does not support data-parallel training (--nproc)")
+    return FastTrainer(model, optimizer, loss_fn)
 
 
 @dataclass
@@ -377,9 +406,12 @@ class Evaluation:
                 if key != "predictions"}
 
 
-def evaluate(model: Any, loader: Iterable, num_classes: int = 10) -> Evaluation:
+def evaluate(model: Any, loader: Iterable, num_classes: int = 10,
+             gather_counts: Callable | None = None) -> Evaluation:
     """Accuracy, per-class accuracy, confusion matrix and mean loss, in eval mode
-    with recording off (scratchnet.no_grad / torch.no_grad)."""
+    with recording off (scratchnet.no_grad / torch.no_grad). ``gather_counts``
+    (data parallel, each process holding a block of the test set) adds up the
+    processes' ``(confusion, loss_sum, total, predictions)`` before the summary."""
     backend = backend_of(model)
     loss_fn = backend.nn.CrossEntropyLoss(reduction="sum")
     flat = takes_flat_input(model)
@@ -395,6 +427,10 @@ def evaluate(model: Any, loader: Iterable, num_classes: int = 10) -> Evaluation:
             confusion += torch.bincount(pairs, minlength=num_classes * num_classes)
             predictions.append(predicted.to("cpu"))
             total += y.shape[0]
+    predictions = torch.cat(predictions)  # (N,)
+    if gather_counts is not None:
+        confusion, loss_sum, total, predictions = gather_counts(
+            confusion, loss_sum, total, predictions)
     confusion = confusion.reshape(num_classes, num_classes)  # (C, C) rows: true class
     per_class_total = confusion.sum(dim=1)  # (C,)
     per_class = [100.0 * int(confusion[c, c]) / int(per_class_total[c])
@@ -402,7 +438,7 @@ def evaluate(model: Any, loader: Iterable, num_classes: int = 10) -> Evaluation:
     return Evaluation(accuracy=100.0 * int(confusion.diag().sum()) / max(total, 1),
                       per_class_accuracy=per_class, confusion=confusion.tolist(),
                       loss=loss_sum / max(total, 1), total=total,
-                      predictions=torch.cat(predictions))
+                      predictions=predictions)
 
 
 def _sync(device: torch.device) -> None:
@@ -486,17 +522,30 @@ def resumed_config(saved: Mapping[str, Any], requested: Mapping[str, Any],
 
 
 class _Run:
-    """The live objects of one training run (model, optimizer, loaders)."""
+    """The live objects of one training run (model, optimizer, loaders).
 
-    def __init__(self, config: TrainConfig, data: Data) -> None:
+    With ``parallel`` (a :class:`scratchnet.distributed.DistributedContext`) the
+    model is wrapped in DistributedDataParallel (``self.ddp``: it trains, and
+    ``self.after_backward`` averages the gradients), the training loader reads
+    this process's shard and the test loader its block of the test set.
+    """
+
+    def __init__(self, config: TrainConfig, data: Data, parallel: Any = None) -> None:
         self.config = config
-        self.device = torch.device(config.device)
+        self.parallel = parallel
+        self.device = (torch.device(config.device) if parallel is None
+                       else parallel.device(config.device))
         seed_everything(config.seed)
         self.model = build_model(config.model, config.backend, config.activation,
                                  len(data.classes))
         self.model.to(device=self.device, dtype=config.torch_dtype)
+        self.ddp = None if parallel is None else parallel.wrap(self.model)
+        self.after_backward = None if parallel is None \
+            else self.ddp.synchronize_gradients
         self.optimizer = build_optimizer(self.model, config.optimizer, config.lr)
-        self.train_loader, self.test_loader = make_loaders(config, data)
+        self.train_loader, self.test_loader = (
+            make_loaders(config, data) if parallel is None
+            else parallel.make_loaders(config, data))
         self.loss_fn = backend_of(self.model).nn.CrossEntropyLoss()
         self.history = History()
         self.epoch = 0
@@ -523,7 +572,8 @@ class _Run:
 def fit(config: TrainConfig, out_dir: str | Path,
         resume: str | Path | Mapping[str, Any] | None = None, quiet: bool = False,
         log: Callable[[str], None] = print,
-        metrics_path: str | Path | None = None) -> dict[str, Any]:
+        metrics_path: str | Path | None = None, parallel: Any = None
+        ) -> dict[str, Any]:
     """Train ``config.backend``'s model for ``config.epochs`` epochs (in total,
     counting those a resumed checkpoint already did), checkpointing into
     ``out_dir`` after every epoch and writing the metrics as JSON to
@@ -531,6 +581,10 @@ def fit(config: TrainConfig, out_dir: str | Path,
 
     ``resume`` is a checkpoint's path or the dict :func:`load_checkpoint`
     returned. Returns the metrics dict: config, history, final evaluation.
+
+    ``parallel`` (a :class:`scratchnet.distributed.DistributedContext`, from
+    torchrun or ``--nproc``) trains data-parallel: every process runs this, with
+    ``batch_size`` per process; only rank 0 logs and writes files.
     """
     out_dir = Path(out_dir)
     metrics_path = Path(metrics_path) if metrics_path else out_dir / "metrics.json"
@@ -542,9 +596,16 @@ def fit(config: TrainConfig, out_dir: str | Path,
             raise OptionError(f"{source} has already trained {checkpoint['epoch']} "
                               f"epochs; pass --epochs above {checkpoint['epoch']} to "
                               "continue")
+    is_main = parallel is None or parallel.is_main
+    quiet = quiet or not is_main
+    _check_world_size(config, checkpoint, parallel, source)
     config.validate()
     data = load_data(config)
-    run = _Run(config, data)
+    run = _Run(config, data, parallel)
+    if parallel is not None and not quiet:
+        log(f"data parallel ({parallel.backend}): {parallel.world_size} processes × "
+            f"batch {config.batch_size} = global batch "
+            f"{parallel.world_size * config.batch_size}")
     if checkpoint is not None:
         run.restore(checkpoint, source)
         if not quiet:
@@ -552,9 +613,11 @@ def fit(config: TrainConfig, out_dir: str | Path,
     metrics: dict[str, Any] = {}
     for epoch in range(run.epoch + 1, config.epochs + 1):
         evaluation = _fit_epoch(run, epoch, data, quiet)
-        checkpoint_path = run.save(out_dir, evaluation)
+        checkpoint_path = (run.save(out_dir, evaluation) if is_main
+                           else out_dir / ckpt.CHECKPOINT_NAME)
         metrics = _fit_metrics(run, evaluation, data, checkpoint_path)
-        ckpt.atomic_write_json(metrics, metrics_path)
+        if is_main:
+            ckpt.atomic_write_json(metrics, metrics_path)
         if not quiet:
             log(f"epoch {epoch}/{config.epochs}  loss {run.history.epoch_loss[-1]:.6f}  "
                 f"test accuracy {evaluation.accuracy:.2f}%  test loss "
@@ -562,13 +625,32 @@ def fit(config: TrainConfig, out_dir: str | Path,
     return metrics
 
 
+def _check_world_size(config: TrainConfig, checkpoint: Mapping[str, Any] | None,
+                      parallel: Any, source: str) -> None:
+    """Set ``config.world_size`` to the processes running; a checkpoint resumes
+    only with as many processes as trained it (the batches depend on it)."""
+    config.world_size = 1 if parallel is None else parallel.world_size
+    saved = (checkpoint["config"] or {}).get("world_size", 1) if checkpoint else None
+    if saved is not None and saved != config.world_size:
+        raise OptionError(f"{source} was trained by {saved} process(es); resume it "
+                          f"with --nproc {saved} (this run has {config.world_size})")
+
+
 def _fit_epoch(run: _Run, epoch: int, data: Data, quiet: bool) -> Evaluation:
+    parallel = run.parallel
+    if parallel is not None:
+        parallel.begin_epoch(run.train_loader, epoch)
     start = time.perf_counter()
-    step_loss = train_epoch(run.model, run.optimizer, run.train_loader, run.loss_fn,
-                            f"epoch {epoch}/{run.config.epochs}", quiet)
+    trained = run.model if run.ddp is None else run.ddp  # DDP: forwards to run.model
+    step_loss = train_epoch(trained, run.optimizer, run.train_loader,
+                            run.loss_fn, f"epoch {epoch}/{run.config.epochs}", quiet,
+                            run.after_backward, fast=run.config.fast)
     _sync(run.device)
     seconds = time.perf_counter() - start
-    evaluation = evaluate(run.model, run.test_loader, len(data.classes))
+    if parallel is not None:  # each rank's loss was its shard's: the global batch's
+        step_loss = parallel.average_across_ranks(step_loss)
+    evaluation = evaluate(run.model, run.test_loader, len(data.classes),
+                          None if parallel is None else parallel.gather_counts)
     run.epoch = epoch
     run.history.epoch_loss.append(sum(step_loss) / len(step_loss))
     run.history.test_accuracy.append(evaluation.accuracy)

@@ -240,7 +240,7 @@ def test_submodule_backward_stops_at_its_input():
     first, last = model[0], model[2]
     x = seeded((3, 4), 10)
     grad_output = seeded((3, 3), 11)
-    hidden = F.relu(first(x))  # (kept alive: Module.backward holds its input weakly)
+    hidden = F.relu(first(x))
     out = last(hidden)  # noqa: F841 (Module.backward needs the output alive)
     dhidden = last.backward(grad_output)
 
@@ -253,14 +253,19 @@ def test_submodule_backward_stops_at_its_input():
         "the first layer is before the submodule's input: it must not get gradients")
 
 
-@pytest.mark.xfail(strict=True, raises=BackwardError, reason=(
-    "Module.__call__ keeps only a weakref to each tape input; the tape holds the "
-    "input's Node, not the tensor, so a submodule's input made inside Sequential "
-    "is freed after the forward and model[2].backward() cannot find it"))
 def test_submodule_backward_inside_sequential():
-    model, _ = mlp_pair(9)
-    out = model(seeded((3, 4), 10))  # noqa: F841 (Module.backward needs the output alive)
-    model[2].backward(seeded((3, 3), 11))
+    """A layer's input made inside Sequential.forward exists nowhere else: the
+    layer holds it, so ``model[2].backward`` works after the whole forward."""
+    model, ref = mlp_pair(9)
+    x, grad_output = seeded((3, 4), 10), seeded((3, 3), 11)
+    out = model(x)  # noqa: F841 (Module.backward needs the output alive)
+    dhidden = model[2].backward(grad_output)
+
+    hidden_ref = ref[1](ref[0](x)).detach().requires_grad_(True)
+    ref[2](hidden_ref).backward(grad_output)
+    assert_parity(dhidden, hidden_ref.grad, "model[2].backward d input")
+    assert_parity(model[2].weight.grad, ref[2].weight.grad, "model[2] dweight")
+    assert model[0].weight.grad is None, "model[0] is before model[2]'s input"
 
 
 def test_module_backward_before_forward_raises():

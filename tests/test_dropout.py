@@ -162,3 +162,86 @@ def test_bad_probability_raises_option_error(p):
         F.dropout(torch.randn(3), p, training=False)  # checked in eval too, as torch
     with pytest.raises(OptionError, match="between 0 and 1"):
         nn.Dropout(p)
+
+
+# ------------------------------------------------------------------ a supplied mask
+
+
+def torch_keep_mask(shape, dtype, p, seed, device="cpu"):
+    """The elements torch.nn.functional.dropout keeps after ``manual_seed(seed)``
+    (read off its output on ones, so no torch internals are assumed)."""
+    torch.manual_seed(seed)
+    return TF.dropout(torch.ones(shape, dtype=dtype, device=device), p) != 0
+
+
+@given(shape=shapes(min_dims=0), dtype=dtypes, scale=scales, p=probabilities,
+       seed=st.integers(0, 2**31 - 1))
+def test_supplied_mask_gives_torch_output_and_gradient(shape, dtype, scale, p, seed):
+    """torch's own mask, supplied: output and dx bit-identical to torch's dropout
+    after the same seed, and no random number drawn."""
+    x = seeded(shape, seed, dtype, scale)
+    dout = seeded(shape, seed + 1, dtype)
+    keep = torch_keep_mask(shape, dtype, p, seed)
+    torch.manual_seed(seed + 2)
+    next_draw = torch.rand(3)
+    torch.manual_seed(seed + 2)
+    out, (dx,) = scratchnet_grads(lambda t: F.dropout(t, p, mask=keep), [x], dout)
+    assert torch.equal(torch.rand(3), next_draw), "a supplied mask drew random numbers"
+    torch.manual_seed(seed)
+    out_ref, (dx_ref,) = torch_grads(lambda t: TF.dropout(t, p), [x], dout)
+    assert_identical(out, out_ref, f"dropout(p={p}, mask) forward")
+    assert_identical(dx, dx_ref, f"dropout(p={p}, mask) dx")
+
+
+def test_module_takes_a_mask_in_training_and_ignores_it_in_eval():
+    x = seeded((5, 6), 3, torch.float32)
+    keep = torch_keep_mask((5, 6), torch.float32, 0.4, 7)
+    torch.manual_seed(7)
+    expected = TF.dropout(x, 0.4)
+    layer = nn.Dropout(0.4)
+    assert_identical(layer(x, mask=keep), expected, "Dropout(0.4)(x, mask=...)")
+    layer.eval()
+    assert_identical(layer(x, mask=keep), x, "eval mode is the identity, mask or not")
+
+
+@given(shape=shapes(max_dims=3, max_side=4), p=st.floats(0.1, 0.9),
+       seed=st.integers(0, 2**31 - 1))
+def test_supplied_mask_backward_matches_finite_differences(shape, p, seed):
+    x = seeded(shape, seed)
+    dout = seeded(shape, seed + 1)
+    keep = seeded(shape, seed + 2) > 0
+    _, (dx,) = scratchnet_grads(lambda t: F.dropout(t, p, mask=keep), [x], dout)
+    (numeric,) = finite_difference_vjp(lambda t: F.dropout(t, p, mask=keep), [x], dout)
+    assert_close_to_finite_differences(dx, numeric, f"dropout(p={p}, mask) dx")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_mask_from_torch_native_dropout_gives_torch_output(dtype):
+    """On CUDA torch's mask comes from its fused kernel; supplied to scratchnet,
+    output and dx equal torch's within the parity tolerance (torch rounds the
+    scale 1/(1 − p) in its kernel's own way)."""
+    from tests.oracles import assert_parity
+
+    p = 0.3
+    x = seeded((64, 33), 0, dtype, device="cuda")
+    dout = seeded((64, 33), 1, dtype, device="cuda")
+    x_ref = x.clone().requires_grad_(True)
+    out_ref, keep = torch.native_dropout(x_ref, p, True)
+    out_ref.backward(dout)
+    out, (dx,) = scratchnet_grads(lambda t: F.dropout(t, p, mask=keep), [x], dout)
+    assert_parity(out, out_ref, "dropout on CUDA with torch's mask: forward")
+    assert_parity(dx, x_ref.grad, "dropout on CUDA with torch's mask: dx")
+
+
+@pytest.mark.parametrize("mask, error, message", [
+    (torch.ones(3, 4), "DTypeError", "mask must be a bool tensor"),
+    (torch.ones(4, 3, dtype=torch.bool), "ShapeError", r"mask of shape \(4, 3\).*\(3, 4\)"),
+    ([[True] * 4] * 3, "ArgumentTypeError", "mask must be a torch.Tensor"),
+])
+def test_bad_masks_are_named(mask, error, message):
+    with pytest.raises(getattr(scratchnet.errors, error), match=message):
+        F.dropout(torch.randn(3, 4), 0.5, mask=mask)
+    with pytest.raises(getattr(scratchnet.errors, error), match=message):
+        nn.Sequential(nn.Dropout(0.5))[0](torch.randn(3, 4), mask=mask)

@@ -8,6 +8,7 @@ import torch
 
 import scratchnet
 from scratchnet import nn
+from scratchnet.autodiff import plain
 from scratchnet.errors import BackwardError, StateDictError
 from tests.oracles import device_params
 
@@ -125,8 +126,9 @@ def test_parameter_behaves_like_torch_parameter_for_the_seeds():
     layer.weight.data.normal_(std=0.01)
     assert torch.count_nonzero(layer.bias) == 0
     assert 0.005 < layer.weight.std().item() < 0.015
-    head = layer.weight[:2]
-    assert type(head) is torch.Tensor and head.shape == (2, 784)
+    head = layer.weight[:2]  # on the tape, as torch's has a grad_fn
+    assert isinstance(head, scratchnet.autodiff.Tensor) and head.shape == (2, 784)
+    assert torch.equal(plain(head), layer.weight.data[:2])
     assert repr(layer.bias).startswith("Parameter containing:\ntensor([0., 0.,")
     clone = copy.deepcopy(layer)
     assert torch.equal(clone.weight, layer.weight) and clone.weight is not layer.weight

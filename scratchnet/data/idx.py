@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from scratchnet.errors import DataError, DTypeError, ShapeError
+from scratchnet.errors import DataError, DTypeError, ShapeError, check_tensor
 
 GZIP_MAGIC = b"\x1f\x8b"
 UBYTE_TYPE_CODE = 0x08
@@ -111,6 +111,7 @@ def write_idx(path: str | os.PathLike, tensor: torch.Tensor) -> None:
         DTypeError: the tensor is not uint8.
         ShapeError: its rank is not 1, 2 or 3.
     """
+    check_tensor("write_idx", "tensor", tensor)
     if tensor.dtype != torch.uint8:
         raise DTypeError(f"write_idx: expected a torch.uint8 tensor, got {tensor.dtype}")
     if not 1 <= tensor.dim() <= 3:

@@ -28,24 +28,36 @@ DataLoader. What DataLoader draws (torch/utils/data/dataloader.py and sampler.py
    partial batch, or, with drop_last or N % B == 0, in the ``next`` that ends the
    epoch. It is reproduced when ``generator`` is given; with generator=None the
    draw comes from RandomSampler's private generator and changes nothing outside.
+
+With ``sampler=`` (DataLoader's argument of that name, e.g.
+:class:`scratchnet.distributed.DistributedSampler`) the epoch's order is the
+sampler's indices instead: steps 2 and 3 do not happen (the sampler keeps its own
+generator), step 1 does, and an epoch has ``len(sampler)`` samples.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from scratchnet.data.transforms import lookup_pixels, pixel_table
-from scratchnet.errors import DTypeError, OptionError, ShapeError, StateDictError
+from scratchnet.errors import (
+    DTypeError,
+    OptionError,
+    ShapeError,
+    StateDictError,
+    check_tensor,
+)
 
 
 @dataclass
 class _EpochState:
     """Where one pass over the data stands.
 
-    position: samples already handed out this epoch (batches yielded × B, at most N).
-    permutation: the epoch's order (shuffle=True), CPU int64 (N,); None until the
-        first batch is asked for, as in RandomSampler.
+    position: samples already handed out this epoch (batches yielded × B, at most
+        the epoch's length: N, or len(sampler)).
+    permutation: the epoch's order (shuffle=True: (N,); a sampler: (len(sampler),)),
+        CPU int64; None until the first batch is asked for, as in RandomSampler.
     sampler_exhausted: the sampler has been asked past its end (step 3 above done).
     finished: the epoch's iterator has raised StopIteration.
     """
@@ -73,11 +85,14 @@ class TensorLoader:
         mean, std: Normalize's per-channel mean and std, or None for ToTensor only.
         device: where the dataset lives and the batches are made.
         dtype: float dtype of the images (ToTensor gives torch's default, float32).
+        sampler: where each epoch's indices come from instead (DataLoader's
+            ``sampler``, e.g. a DistributedSampler shard); excludes shuffle.
 
     Shape:
         - x: (B, 1, H, W) ``dtype``, ``pixel / 255`` then ``(x - mean) / std``
         - y: (B,) int64
-        the last batch has N % B samples unless drop_last.
+        the last batch has N % B samples (len(sampler) % B with a sampler) unless
+        drop_last.
 
     Attributes:
         images: uint8 (N, H, W) on ``device``.  labels: int64 (N,) on ``device``.
@@ -100,15 +115,21 @@ class TensorLoader:
                  drop_last: bool = False, mean: float | Sequence[float] | None = None,
                  std: float | Sequence[float] | None = None,
                  device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32,
+                 sampler: Iterable[int] | None = None) -> None:
         _check_dataset(images, labels)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size <= 0:
-            raise OptionError(f"batch_size should be a positive integer, got {batch_size!r}")
+            raise OptionError(f"TensorLoader: batch_size should be a positive integer, "
+                              f"got {batch_size!r}")
         for flag_name, flag in (("shuffle", shuffle), ("drop_last", drop_last)):
             if not isinstance(flag, bool):
-                raise OptionError(f"{flag_name} should be True or False, got {flag!r}")
+                raise OptionError(f"TensorLoader: {flag_name} should be True or False, got "
+                                  f"{flag!r}")
+        if sampler is not None and shuffle:
+            raise OptionError("sampler option is mutually exclusive with shuffle")
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise OptionError(f"generator should be a torch.Generator or None, got "
+            raise OptionError(f"TensorLoader: generator should be a torch.Generator or "
+                              "None, got "
                               f"{type(generator).__name__}")
         self.device = torch.device(device)
         self.images = images.to(self.device)  # (N, H, W) uint8
@@ -117,6 +138,7 @@ class TensorLoader:
         self.shuffle = shuffle
         self.generator = generator
         self.drop_last = drop_last
+        self.sampler = sampler
         self.mean, self.std, self.dtype = mean, std, dtype
         self.pixel_values = pixel_table(dtype, mean, std).to(self.device)  # (256,)
         self._epochs_begun = 0
@@ -128,11 +150,17 @@ class TensorLoader:
         """N, the number of images."""
         return self.images.shape[0]
 
+    @property
+    def samples_per_epoch(self) -> int:
+        """N, or len(sampler) when a sampler gives the order."""
+        return self.num_samples if self.sampler is None else len(self.sampler)
+
     def __len__(self) -> int:
-        """Batches per epoch: floor(N / B) with drop_last, else ceil(N / B)."""
+        """Batches per epoch: floor(n / B) with drop_last, else ceil(n / B), where
+        n = samples_per_epoch."""
         if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+            return self.samples_per_epoch // self.batch_size
+        return -(-self.samples_per_epoch // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Begin an epoch (or continue the one load_state_dict restored)."""
@@ -154,10 +182,12 @@ class TensorLoader:
         asking the sampler for indices as BatchSampler does."""
         if state.finished:
             return None
+        if self.sampler is not None and state.permutation is None:
+            self._take_sampler_order(state)
         if self.shuffle and state.permutation is None:
             self._draw_permutation(state)  # step 2
         start = state.position
-        stop = min(start + self.batch_size, self.num_samples)
+        stop = min(start + self.batch_size, self.samples_per_epoch)
         full = stop - start == self.batch_size
         if not full:
             self._exhaust_sampler(state)  # step 3
@@ -177,6 +207,16 @@ class TensorLoader:
             generator = self.generator
         state.permutation = torch.randperm(self.num_samples, generator=generator)  # (N,)
         state.device_permutation = state.permutation.to(self.device)  # (N,)
+
+    def _take_sampler_order(self, state: _EpochState) -> None:
+        """The sampler's indices for this epoch, in place of steps 2 and 3."""
+        order = torch.as_tensor(list(self.sampler), dtype=torch.int64)  # (n,)
+        if order.numel() and not (0 <= int(order.min()) and int(order.max())
+                                  < self.num_samples):
+            raise OptionError(f"TensorLoader: the sampler gave indices outside "
+                              f"0..{self.num_samples - 1}")
+        state.permutation = order
+        state.device_permutation = order.to(self.device)  # (n,)
 
     def _exhaust_sampler(self, state: _EpochState) -> None:
         """Step 3: RandomSampler's trailing ``randperm(N)[:0]``, drawn once."""
@@ -204,7 +244,9 @@ class TensorLoader:
         else of the next one), ``in_progress``, ``position`` (samples already
         yielded this epoch), ``permutation`` (the epoch's order, or None),
         ``sampler_exhausted``, ``generator_state``, and the settings that must match
-        on load (``num_samples``, ``batch_size``, ``shuffle``, ``drop_last``)."""
+        on load (``num_samples``, ``batch_size``, ``shuffle``, ``drop_last``). With a
+        sampler, ``permutation`` is the epoch's sampler order; the sampler's own
+        state (its epoch) is the caller's to restore."""
         state = self._current
         in_progress = state is not None and not state.finished
         return {
@@ -244,6 +286,8 @@ class TensorLoader:
 
 def _check_dataset(images: torch.Tensor, labels: torch.Tensor) -> None:
     """images uint8 (N, H, W) and labels integer (N,), N >= 1."""
+    check_tensor("TensorLoader", "images", images)
+    check_tensor("TensorLoader", "labels", labels)
     if images.dtype != torch.uint8:
         raise DTypeError(f"TensorLoader: expected uint8 images, got {images.dtype}")
     if images.dim() != 3 or images.shape[0] == 0:
@@ -277,16 +321,17 @@ def _check_state_dict(loader: TensorLoader, state_dict: dict) -> None:
                              f"{'without' if state_dict['generator_state'] is None else 'with'}"
                              " a generator, this loader has "
                              f"{'none' if loader.generator is None else 'one'}")
-    if not 0 <= state_dict["position"] <= loader.num_samples:
+    if not 0 <= state_dict["position"] <= loader.samples_per_epoch:
         raise StateDictError(f"TensorLoader.load_state_dict: position "
-                             f"{state_dict['position']} outside 0..{loader.num_samples}")
+                             f"{state_dict['position']} outside "
+                             f"0..{loader.samples_per_epoch}")
     permutation = state_dict["permutation"]
-    if (loader.shuffle and state_dict["in_progress"] and state_dict["position"] > 0
-            and permutation is None):
+    if ((loader.shuffle or loader.sampler is not None) and state_dict["in_progress"]
+            and state_dict["position"] > 0 and permutation is None):
         raise StateDictError("TensorLoader.load_state_dict: a shuffled epoch in "
                              "progress needs its permutation, got None")
-    if permutation is not None and (permutation.shape != (loader.num_samples,)
+    if permutation is not None and (permutation.shape != (loader.samples_per_epoch,)
                                     or permutation.dtype != torch.int64):
         raise StateDictError(f"TensorLoader.load_state_dict: expected an int64 "
-                             f"permutation ({loader.num_samples},), got "
+                             f"permutation ({loader.samples_per_epoch},), got "
                              f"{permutation.dtype} {tuple(permutation.shape)}")

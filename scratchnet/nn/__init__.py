@@ -15,6 +15,7 @@ from scratchnet.nn.modules.activation import (
     Step,
     Tanh,
 )
+from scratchnet.nn.modules.batchnorm import BatchNorm1d
 from scratchnet.nn.modules.container import ModuleList, Sequential
 from scratchnet.nn.modules.dropout import Dropout
 from scratchnet.nn.modules.flatten import Flatten
@@ -24,6 +25,7 @@ from scratchnet.nn.modules.module import Module
 from scratchnet.nn.parameter import Parameter
 
 __all__ = [
+    "BatchNorm1d",
     "CrossEntropyLoss", "MSELoss", "NLLLoss",
     "Flatten", "Identity", "Linear", "Module", "ModuleList", "Parameter", "ReLU",
     "Sequential", "functional", "init",

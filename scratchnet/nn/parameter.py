@@ -4,15 +4,21 @@ Like ``torch.nn.Parameter`` it is a ``torch.Tensor`` subclass, so ``param[:2]``,
 ``param.data.normal_(std=0.01)``, ``param.shape`` and printing all work as in
 the seeds. Unlike it, it never has ``requires_grad``: its gradient is filled by
 scratchnet's own tape (:mod:`scratchnet.autodiff`), where a Parameter is a leaf.
-torch operations on a Parameter return plain tensors (as torch.nn.Parameter's
-do); only scratchnet ops (``F.linear`` ...) put it on the tape.
+
+torch operations on a Parameter behave as on a tape :class:`Tensor` while
+recording: ``w.t()``, ``param[:2]``, ``(w ** 2).sum()`` go on the tape (as they
+would carry a ``grad_fn`` in torch), ops with no scratchnet backward raise
+:class:`~scratchnet.errors.NotDifferentiableError`, and in-place ops raise
+unless recording is off or torch's grad mode is (``torch.no_grad()``, as torch
+allows ``w -= lr * w.grad`` there). ``.data``, ``.grad``, ``.shape`` and printing
+never record.
 """
 
 from __future__ import annotations
 
 import torch
-from torch._C import _disabled_torch_function_impl
 
+from scratchnet import autodiff
 from scratchnet.autodiff import Tensor
 
 
@@ -24,7 +30,14 @@ class Parameter(Tensor):
         data: the initial values (the Parameter shares their storage).
     """
 
-    __torch_function__ = _disabled_torch_function_impl
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        if autodiff.is_recording() and torch.is_grad_enabled():
+            return Tensor.__torch_function__.__func__(cls, func, types, args, kwargs)
+        # updating weights (optimizers, init, ``.data``): run on the Parameter itself
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
 
     def __new__(cls, data: torch.Tensor | None = None) -> Parameter:
         if data is None:
@@ -37,8 +50,11 @@ class Parameter(Tensor):
         return param
 
     @property
-    def _plain(self) -> torch.Tensor:  # the engine's view of it: itself
-        return self
+    def _plain(self) -> torch.Tensor:
+        """A plain ``torch.Tensor`` alias of this Parameter's storage (what the
+        ops' forwards compute with, so they do not dispatch back here)."""
+        with torch._C.DisableTorchFunctionSubclass():
+            return self.as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:  # type: ignore[override]
         return "Parameter containing:\n" + repr(self.data)

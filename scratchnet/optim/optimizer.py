@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from scratchnet import autodiff
-from scratchnet.errors import OptionError, StateDictError
+from scratchnet.errors import OptionError, StateDictError, check_real
 
 StateDict = dict[str, Any]
 
@@ -61,6 +61,7 @@ def check_number(name: str, option: str, value: Any) -> None:
     if isinstance(value, torch.Tensor):
         raise OptionError(f"{name}: {option} must be a Python number, got a Tensor of "
                           f"shape {tuple(value.shape)}; pass {option}=float(...)")
+    check_real(name, option, value)
 
 
 class Optimizer:
@@ -86,7 +87,8 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         param_groups = list(params)
         if len(param_groups) == 0:
-            raise OptionError("optimizer got an empty parameter list")
+            raise OptionError(f"{type(self).__name__}: optimizer got an empty parameter "
+                              "list")
         if not isinstance(param_groups[0], dict):
             param_groups = [{"params": param_groups}]
         for param_group in param_groups:
@@ -141,6 +143,9 @@ class Optimizer:
         come from ``defaults``), e.g. when unfreezing a layer while fine-tuning."""
         if not isinstance(param_group, dict):
             raise OptionError(f"param_group must be a dict, but got {type(param_group)}")
+        if "params" not in param_group:
+            raise OptionError(f"{type(self).__name__}: a param_group needs a 'params' "
+                              f"entry, got keys {sorted(param_group)}")
         params = param_group["params"]
         if isinstance(params, torch.Tensor):
             params = [params]
@@ -229,15 +234,23 @@ class Optimizer:
         torch, a tensor already of the right dtype and device is used as is, not
         copied (deep-copy the state_dict to share nothing with its source).
         """
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(
+                state_dict):
+            raise StateDictError(
+                f"{type(self).__name__}.load_state_dict: expected a dict with 'state' "
+                "and 'param_groups' (what state_dict() returns), got "
+                f"{sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__}")
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
         if len(groups) != len(saved_groups):
             raise StateDictError(
+                f"{type(self).__name__}.load_state_dict: "
                 f"loaded state dict has a different number of parameter groups: "
                 f"{len(saved_groups)}, the optimizer has {len(groups)}")
         for index, (group, saved) in enumerate(zip(groups, saved_groups, strict=True)):
             if len(group["params"]) != len(saved["params"]):
                 raise StateDictError(
+                    f"{type(self).__name__}.load_state_dict: "
                     f"loaded state dict contains a parameter group that doesn't match "
                     f"the size of optimizer's group: group {index} holds "
                     f"{len(saved['params'])} parameters, the optimizer's "

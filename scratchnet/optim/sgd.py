@@ -103,14 +103,16 @@ class SGD(Optimizer):
     def _check_options(self, options: dict[str, Any]) -> None:
         for option in ("lr", "momentum", "dampening", "weight_decay"):
             check_number("SGD", option, options[option])
-        if options["lr"] < 0.0:
-            raise OptionError(f"Invalid learning rate: {options['lr']}")
-        if options["momentum"] < 0.0:
-            raise OptionError(f"Invalid momentum value: {options['momentum']}")
-        if options["weight_decay"] < 0.0:
-            raise OptionError(f"Invalid weight_decay value: {options['weight_decay']}")
+        # `not 0 <= x` rather than torch's `x < 0`: NaN is refused too
+        if not 0.0 <= options["lr"]:
+            raise OptionError(f"SGD: Invalid learning rate: {options['lr']}")
+        if not 0.0 <= options["momentum"]:
+            raise OptionError(f"SGD: Invalid momentum value: {options['momentum']}")
+        if not 0.0 <= options["weight_decay"]:
+            raise OptionError(f"SGD: Invalid weight_decay value: {options['weight_decay']}")
         if options["nesterov"] and (options["momentum"] <= 0 or options["dampening"] != 0):
-            raise OptionError("Nesterov momentum requires a momentum and zero dampening")
+            raise OptionError("SGD: Nesterov momentum requires a momentum and zero "
+                              "dampening")
         check_single_path("SGD", options)
 
     def __setstate__(self, state: dict[str, Any]) -> None:

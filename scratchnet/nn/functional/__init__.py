@@ -12,12 +12,14 @@ from scratchnet.nn.functional.activation import (
     step,
     tanh,
 )
+from scratchnet.nn.functional.batchnorm import batch_norm
 from scratchnet.nn.functional.dropout import dropout
 from scratchnet.nn.functional.linear import linear
 from scratchnet.nn.functional.loss import cross_entropy, mse_loss, nll_loss
 from scratchnet.nn.functional.shape import flatten, reshape
 from scratchnet.nn.functional.softmax import log_softmax, softmax
 
-__all__ = ["cross_entropy", "mse_loss", "nll_loss", "flatten", "linear", "relu", "reshape",
+__all__ = ["batch_norm",
+           "cross_entropy", "mse_loss", "nll_loss", "flatten", "linear", "relu", "reshape",
            "dropout", "gelu", "leaky_relu", "log_softmax", "sigmoid", "softmax", "step",
            "tanh"]

@@ -22,8 +22,22 @@ import math
 
 import torch
 
-from scratchnet.autodiff import Context, Function
-from scratchnet.errors import OptionError
+from scratchnet.autodiff import Context, Function, plain
+from scratchnet.errors import DTypeError, OptionError, check_real, check_tensor
+
+
+def check_real_input(name: str, x: torch.Tensor, integers_allowed: bool) -> None:
+    """x is a tensor of real numbers: floating point, or integers where the op is
+    defined on them (relu, step), never bool or complex. torch refuses the same
+    dtypes, with NotImplementedError from inside its kernels."""
+    check_tensor(name, "input", x)
+    dtype = plain(x).dtype
+    if dtype.is_floating_point:
+        return
+    if not integers_allowed or dtype == torch.bool or dtype.is_complex:
+        kinds = "real numbers (float or integer)" if integers_allowed else "floating point"
+        raise DTypeError(f"{name}: input must be {kinds}, got {dtype}")
+
 
 # --------------------------------------------------------------------------------------
 # ReLU
@@ -48,6 +62,7 @@ class ReLU(Function):
 def relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:  # noqa: ARG001
     """max(x, 0), element-wise (torch.nn.functional.relu). ``inplace`` is
     accepted for signature compatibility; the tape always keeps x intact."""
+    check_real_input("relu", x, integers_allowed=True)
     return ReLU.apply(x)
 
 
@@ -79,6 +94,7 @@ class Sigmoid(Function):
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     """σ(x) = 1 / (1 + exp(−x)), element-wise (torch.nn.functional.sigmoid).
     Saturates to exactly 0 and 1 for large |x|, without overflow."""
+    check_tensor("sigmoid", "input", x)
     return Sigmoid.apply(x)
 
 
@@ -112,6 +128,7 @@ class Tanh(Function):
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
     """tanh(x), element-wise (torch.nn.functional.tanh). Saturates to ±1."""
+    check_tensor("tanh", "input", x)
     return Tanh.apply(x)
 
 
@@ -143,6 +160,8 @@ def leaky_relu(x: torch.Tensor, negative_slope: float = 0.01,
     """max(0, x) + negative_slope · min(0, x), element-wise
     (torch.nn.functional.leaky_relu). ``inplace`` is accepted for signature
     compatibility; the tape always keeps x intact."""
+    check_real_input("leaky_relu", x, integers_allowed=False)
+    check_real("leaky_relu", "negative_slope", negative_slope)
     return LeakyReLU.apply(x, negative_slope)
 
 
@@ -220,6 +239,7 @@ class GELU(Function):
 def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """Gaussian Error Linear Unit, element-wise (torch.nn.functional.gelu):
     x · Φ(x), or its tanh approximation with ``approximate='tanh'``."""
+    check_real_input("gelu", x, integers_allowed=False)
     check_gelu_approximate(approximate)
     return GELU.apply(x, approximate)
 
@@ -255,4 +275,5 @@ def step(x: torch.Tensor) -> torch.Tensor:
     :meth:`Step.backward`), so nothing before it learns by gradient descent.
     torch has no twin; it equals ``torch.heaviside(x, torch.tensor(1.))``
     except that NaN stays NaN (heaviside maps it to 0, hiding a diverged input)."""
+    check_real_input("step", x, integers_allowed=True)
     return Step.apply(x)

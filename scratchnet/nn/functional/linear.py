@@ -6,33 +6,39 @@ D_in = in_features, D_out = out_features.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from scratchnet.autodiff import Context, Function, plain
-from scratchnet.errors import DeviceError, DTypeError, ShapeError
+from scratchnet.errors import DeviceError, DTypeError, ShapeError, check_tensor
 
 
 def check_linear_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     """Refuse what torch would broadcast, promote or fail on deep inside a kernel."""
+    for name, value in (("input", x), ("weight", weight)):
+        check_tensor("linear", name, value)
+    if bias is not None:
+        check_tensor("linear", "bias", bias)
     if x.dim() < 1:
-        raise ShapeError(f"linear: input must have at least 1 dimension, got a scalar")
+        raise ShapeError("linear: input must have at least 1 dimension, got a scalar")
     if weight.dim() != 2:
         raise ShapeError(f"linear: weight must be 2-D (out_features, in_features), got "
                          f"shape {tuple(weight.shape)}")
     if x.shape[-1] != weight.shape[1]:
         raise ShapeError(
-            f"input of shape {tuple(x.shape)} has {x.shape[-1]} features in its last "
-            f"dimension, but the weight {tuple(weight.shape)} expects in_features="
+            f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features in its "
+            f"last dimension, but the weight {tuple(weight.shape)} expects in_features="
             f"{weight.shape[1]}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ShapeError(f"linear: bias of shape {tuple(bias.shape)} does not match "
                          f"out_features={weight.shape[0]}")
     if x.dtype != weight.dtype:
-        raise DTypeError(f"input dtype {x.dtype} does not match the weight's "
+        raise DTypeError(f"linear: input dtype {x.dtype} does not match the weight's "
                          f"{weight.dtype}; convert one (model.to({x.dtype}) or "
                          f"x.to({weight.dtype}))")
     if x.device != weight.device:
-        raise DeviceError(f"input is on {x.device} but the weight is on "
+        raise DeviceError(f"linear: input is on {x.device} but the weight is on "
                           f"{weight.device}; move one (model.to(device) or x.to(device))")
 
 
@@ -44,7 +50,9 @@ class Linear(Function):
 
         x: (*, D_in), weight: (D_out, D_in), bias: (D_out,) → out: (*, D_out)
         """
-        x2d = x.reshape(-1, x.shape[-1])  # (B, D_in)
+        # B = the product of the leading dims, spelled out: reshape(-1, 0) is
+        # ambiguous when D_in = 0 (a Linear(0, D_out) is legal, as in torch)
+        x2d = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])  # (B, D_in)
         if bias is None:
             out2d = torch.mm(x2d, weight.t())  # (B, D_out)
         else:
@@ -64,7 +72,7 @@ class Linear(Function):
             dbias   = Σ_B dout          (D_out,)
         """
         x2d, weight = ctx.saved_tensors  # (B, D_in), (D_out, D_in)
-        dout2d = dout.reshape(-1, weight.shape[0])  # (B, D_out)
+        dout2d = dout.reshape(x2d.shape[0], weight.shape[0])  # (B, D_out)
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad
         dx = torch.mm(dout2d, weight).reshape(ctx.input_shape) if need_dx else None
         dweight = torch.mm(dout2d.t(), x2d) if need_dweight else None

@@ -31,13 +31,17 @@ import torch
 from scratchnet import autodiff
 from scratchnet.autodiff import Context, Function, plain
 from scratchnet.errors import (
+    ArgumentTypeError,
     DeviceError,
     DTypeError,
     NotDifferentiableError,
     OptionError,
     ShapeError,
     TargetError,
+    check_real,
+    check_tensor,
 )
+from scratchnet.nn.functional import vecmath
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -56,16 +60,17 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
     return reduction
 
 
-def check_reduction(reduction: str) -> None:
+def check_reduction(reduction: str, where: str = "loss") -> None:
     if reduction not in REDUCTIONS:
-        raise OptionError(f"reduction={reduction!r} is not a valid value for reduction: "
-                          "expected 'none', 'mean' or 'sum'")
+        raise OptionError(f"{where}: reduction={reduction!r} is not a valid value for "
+                          "reduction: expected 'none', 'mean' or 'sum'")
 
 
 def check_label_smoothing(label_smoothing: float) -> None:
+    check_real("cross_entropy", "label_smoothing", label_smoothing)
     if not 0.0 <= label_smoothing <= 1.0:
-        raise OptionError(f"label_smoothing must be between 0.0 and 1.0, got "
-                          f"{label_smoothing}")
+        raise OptionError(f"cross_entropy: label_smoothing must be between 0.0 and "
+                          f"1.0, got {label_smoothing}")
 
 
 def _refuse_tape_gradient(loss: str, name: str, x: torch.Tensor | None) -> None:
@@ -79,6 +84,18 @@ def _refuse_tape_gradient(loss: str, name: str, x: torch.Tensor | None) -> None:
             f"{loss}: no gradient flows to {name} (it is data), but {name} is on "
             f"scratchnet's tape and wants one; pass {name}.detach() or compute it "
             "under scratchnet.no_grad()")
+
+
+def _check_loss_arguments(loss: str, input: object, target: object, weight: object,
+                          ignore_index: object = -100) -> None:
+    """input and target are tensors, weight a tensor or None, ignore_index an int."""
+    check_tensor(loss, "input", input)
+    check_tensor(loss, "target", target)
+    if weight is not None:
+        check_tensor(loss, "weight", weight)
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise ArgumentTypeError(f"{loss}: ignore_index must be an int, got "
+                                f"{ignore_index!r}")
 
 
 def _check_same_device(loss: str, name: str, x: torch.Tensor, input: torch.Tensor) -> None:
@@ -158,11 +175,23 @@ def _unrows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return rows.reshape(moved).movedim(-1, 1)  # (N, C, d1..dK)
 
 
-def _log_softmax_rows(logits: torch.Tensor) -> torch.Tensor:
+def _log_softmax_rows(logits: torch.Tensor, as_torch_kernel: bool) -> torch.Tensor:
     """log p_ic = x_ic − max_c x − log Σ_c exp(x_ic − max_c x): the max is
-    subtracted first so that exp never overflows (logits up to 1e30 stay finite)."""
+    subtracted first so that exp never overflows (logits up to 1e30 stay finite).
+    ``as_torch_kernel``: with the exp, log and summation order of torch's float32
+    CPU kernel (:mod:`.vecmath`), which is what torch runs when the classes are the
+    input's last dim."""
     shifted = logits - logits.amax(dim=1, keepdim=True)  # (M, C)
+    if as_torch_kernel:
+        exp_sum = vecmath.lane_sum(vecmath.sleef_expf(shifted))  # (M, 1)
+        return shifted - vecmath.sleef_logf(exp_sum)  # (M, C)
     return shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (M, C)
+
+
+def _as_torch_kernel(input: torch.Tensor) -> bool:
+    """torch's log_softmax runs its last-dim kernel (reproduced bit for bit by
+    :mod:`.vecmath` for float32 on CPU) when the class dim is the last: (C,), (N, C)."""
+    return input.dim() <= 2 and vecmath.matches_torch_kernels(input)
 
 
 def _reduce(loss_rows: torch.Tensor, reduction: str, denominator: torch.Tensor | int,
@@ -203,7 +232,8 @@ class CrossEntropy(Function):
             ℓ_i = −Σ_c log p_ic · ((1 − ε) · t_ic + ε/C) · w_c
             W   = M
         """
-        log_probs = _log_softmax_rows(_rows(input))  # (M, C)
+        ctx.as_torch_kernel = _as_torch_kernel(input)
+        log_probs = _log_softmax_rows(_rows(input), ctx.as_torch_kernel)  # (M, C)
         if target.is_floating_point():
             loss_rows, denominator, cache = _probability_loss_rows(
                 log_probs, _rows(target), weight, label_smoothing)
@@ -253,8 +283,13 @@ class CrossEntropy(Function):
         else:
             dlog_probs = _class_index_dlog_probs(log_probs.shape, weight, cache, dout,
                                                  ctx)  # (M, C)
-        probs = log_probs.exp()  # (M, C)
-        dlogits = dlog_probs - probs * dlog_probs.sum(dim=1, keepdim=True)  # (M, C)
+        if ctx.as_torch_kernel:  # torch's kernel: one FMA, dlog_p + (−p) · Σ dlog_p
+            total = vecmath.lane_sum(dlog_probs)  # (M, 1)
+            dlogits = vecmath.fma(-vecmath.sleef_expf(log_probs),
+                                  total.expand_as(log_probs), dlog_probs)  # (M, C)
+        else:
+            probs = log_probs.exp()  # (M, C)
+            dlogits = dlog_probs - probs * dlog_probs.sum(dim=1, keepdim=True)
         return _unrows(dlogits, ctx.input_shape), None, None, None, None, None
 
 
@@ -356,8 +391,9 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor,
     """
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    check_reduction(reduction)
+    check_reduction(reduction, "cross_entropy")
     check_label_smoothing(label_smoothing)
+    _check_loss_arguments("cross_entropy", input, target, weight, ignore_index)
     _refuse_tape_gradient("cross_entropy", "target", target)
     _refuse_tape_gradient("cross_entropy", "weight", weight)
     input_plain, target, weight = plain(input), plain(target), plain(weight)
@@ -440,7 +476,8 @@ def nll_loss(input: torch.Tensor, target: torch.Tensor,
     """
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    check_reduction(reduction)
+    check_reduction(reduction, "nll_loss")
+    _check_loss_arguments("nll_loss", input, target, weight, ignore_index)
     _refuse_tape_gradient("nll_loss", "target", target)
     _refuse_tape_gradient("nll_loss", "weight", weight)
     input_plain, target, weight = plain(input), plain(target), plain(weight)
@@ -526,7 +563,8 @@ def mse_loss(input: torch.Tensor, target: torch.Tensor, size_average: bool | Non
     """
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
-    check_reduction(reduction)
+    check_reduction(reduction, "mse_loss")
+    _check_loss_arguments("mse_loss", input, target, weight)
     tensors = {"target": plain(target)}
     if weight is not None:
         tensors["weight"] = plain(weight)

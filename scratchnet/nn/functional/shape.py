@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from scratchnet.autodiff import Context, Function, plain
-from scratchnet.errors import ShapeError
+from scratchnet.errors import ArgumentTypeError, ShapeError, check_tensor
 
 
 class Reshape(Function):
@@ -36,6 +36,10 @@ def flatten(x: torch.Tensor, start_dim: int = 1, end_dim: int = -1) -> torch.Ten
 
     Shape: (*, S_start, ..., S_end, *) → (*, Π S_i, *).
     """
+    check_tensor("flatten", "input", x)
+    for name, dim in (("start_dim", start_dim), ("end_dim", end_dim)):
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise ArgumentTypeError(f"flatten: {name} must be an int, got {dim!r}")
     shape = plain(x).shape
     rank = len(shape)
     start = start_dim + rank if start_dim < 0 else start_dim

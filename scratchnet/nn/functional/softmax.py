@@ -10,9 +10,11 @@ is exp(0) = 1 and the rest lie in [0, 1]: exp never overflows, the sum is at
 least 1, and logits of ±1e30 give finite probabilities and log-probabilities.
 
 The formulas follow aten's CPU kernels (aten/src/ATen/native/cpu/SoftMaxKernel.cpp)
-operation for operation, so results agree with torch's to the last bit or two:
-softmax = exp(x − max) · (1 / Σ), log_softmax = (x − max) − log Σ (in that
-order: forming max + log Σ first loses the small log Σ against a large max).
+operation for operation: softmax = exp(x − max) · (1 / Σ), log_softmax =
+(x − max) − log Σ (in that order: forming max + log Σ first loses the small
+log Σ against a large max). Over the last dim of a float32 CPU tensor they also
+use the kernels' own exp, log and summation order (:mod:`.vecmath`), so the
+results equal torch's bit for bit; elsewhere they agree to a rounding or two.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import warnings
 import torch
 
 from scratchnet.autodiff import Context, Function, plain
-from scratchnet.errors import DTypeError, OptionError, ShapeError
+from scratchnet.errors import DTypeError, OptionError, ShapeError, check_tensor
+from scratchnet.nn.functional import vecmath
+
+
+def _as_torch_kernel(x: torch.Tensor, dim: int) -> bool:
+    """Whether torch's last-dim CPU kernel, whose arithmetic :mod:`.vecmath`
+    reproduces, is the one torch runs for this input."""
+    return dim == x.dim() - 1 and vecmath.matches_torch_kernels(x)
 
 
 def _get_softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
@@ -70,8 +79,13 @@ class Softmax(Function):
             out = torch.empty_like(x)
         else:
             shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
-            exps = shifted.exp()  # (*), in [0, 1]
-            out = exps * (1 / exps.sum(dim=dim, keepdim=True))  # (*)
+            if _as_torch_kernel(x, dim):
+                exps = vecmath.sleef_expf(shifted)  # (*), in [0, 1]
+                total = vecmath.lane_sum(exps)  # (*) with dim of size 1
+            else:
+                exps = shifted.exp()
+                total = exps.sum(dim=dim, keepdim=True)
+            out = exps * (1 / total)  # (*)
         ctx.save_for_backward(out)
         return out
 
@@ -88,7 +102,10 @@ class Softmax(Function):
         backward of ``dtype=``).
         """
         (out,) = ctx.saved_tensors  # (*)
-        dot = (dout * out).sum(dim=ctx.dim, keepdim=True)  # (*) with dim of size 1
+        if _as_torch_kernel(out, ctx.dim):  # the kernel's summation order
+            dot = vecmath.lane_sum(dout * out)  # (*) with dim of size 1
+        else:
+            dot = (dout * out).sum(dim=ctx.dim, keepdim=True)
         dx = (dout - dot) * out  # (*)
         return dx.to(ctx.input_dtype), None, None
 
@@ -105,6 +122,7 @@ def softmax(x: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
         dtype: if given, x is cast to it before the operation (the gradient
             comes back in x's dtype).
     """
+    check_tensor("softmax", "input", x)
     if dim is None:
         dim = _get_softmax_dim("softmax", plain(x).dim(), _stacklevel)
     dim = _check_softmax_args("softmax", plain(x), dim, dtype)
@@ -128,7 +146,11 @@ class LogSoftmax(Function):
             out = torch.empty_like(x)
         else:
             shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
-            log_sum = shifted.exp().sum(dim=dim, keepdim=True).log()  # dim of size 1
+            if _as_torch_kernel(x, dim):
+                exp_sum = vecmath.lane_sum(vecmath.sleef_expf(shifted))
+                log_sum = vecmath.sleef_logf(exp_sum)  # (*) with dim of size 1
+            else:
+                log_sum = shifted.exp().sum(dim=dim, keepdim=True).log()
             out = shifted - log_sum  # (*)
         ctx.save_for_backward(out)
         return out
@@ -142,8 +164,13 @@ class LogSoftmax(Function):
         as torch's log_softmax backward computes it, from the saved output.
         """
         (out,) = ctx.saved_tensors  # (*)
-        total = dout.sum(dim=ctx.dim, keepdim=True)  # (*) with dim of size 1
-        dx = dout - out.exp() * total  # (*)
+        if _as_torch_kernel(out, ctx.dim):
+            # torch's kernel: one fused multiply-add, dout + (−exp(out)) · Σ dout
+            total = vecmath.lane_sum(dout)  # (*) with dim of size 1
+            dx = vecmath.fma(-vecmath.sleef_expf(out), total.expand_as(out), dout)
+        else:
+            total = dout.sum(dim=ctx.dim, keepdim=True)
+            dx = dout - out.exp() * total  # (*)
         return dx.to(ctx.input_dtype), None, None
 
 
@@ -151,6 +178,7 @@ def log_softmax(x: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
                 dtype: torch.dtype | None = None) -> torch.Tensor:
     """log(softmax(x)) along ``dim``, computed stably
     (torch.nn.functional.log_softmax). Arguments as for :func:`softmax`."""
+    check_tensor("log_softmax", "input", x)
     if dim is None:
         dim = _get_softmax_dim("log_softmax", plain(x).dim(), _stacklevel)
     dim = _check_softmax_args("log_softmax", plain(x), dim, dtype)

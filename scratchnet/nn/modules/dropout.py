@@ -15,7 +15,8 @@ class Dropout(Module):
     others by 1 / (1 − p); after ``eval()``, the identity.
 
     On CPU the mask is torch's own for the same RNG state (see
-    :mod:`scratchnet.nn.functional.dropout`).
+    :mod:`scratchnet.nn.functional.dropout`); on any device a mask can be
+    supplied: ``m(x, mask=keep)``.
 
     Args:
         p: probability of an element to be zeroed. Default: 0.5.
@@ -35,8 +36,10 @@ class Dropout(Module):
         self.p = p
         self.inplace = inplace
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.p, self.training, self.inplace)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (scratchnet only): a bool tensor of x's shape, True = kept, to
+        use instead of drawing one (e.g. torch's mask on CUDA)."""
+        return F.dropout(x, self.p, self.training, self.inplace, mask=mask)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from scratchnet.errors import ArgumentTypeError, OptionError
 from scratchnet.nn import functional as F
 from scratchnet.nn import init
 from scratchnet.nn.modules.module import Module
@@ -51,6 +52,11 @@ class Linear(Module):
                  device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
+        for name, size in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(size, bool) or not isinstance(size, int):
+                raise ArgumentTypeError(f"Linear: {name} must be an int, got {size!r}")
+            if size < 0:
+                raise OptionError(f"Linear: {name} must be >= 0, got {size}")
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(torch.empty((out_features, in_features),

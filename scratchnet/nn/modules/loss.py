@@ -26,7 +26,7 @@ class _Loss(Module):
         super().__init__()
         if size_average is not None or reduce is not None:
             reduction = legacy_reduction(size_average, reduce)
-        check_reduction(reduction)
+        check_reduction(reduction, type(self).__name__)
         self.reduction = reduction
 
 

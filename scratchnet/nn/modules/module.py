@@ -23,7 +23,13 @@ from typing import Any, NamedTuple
 import torch
 
 from scratchnet import autodiff
-from scratchnet.errors import BackwardError, ScratchnetError, StateDictError
+from scratchnet.errors import (
+    ArgumentTypeError,
+    BackwardError,
+    ScratchnetError,
+    StateDictError,
+)
+from scratchnet.nn.modules.hooks import BackwardHook, RemovableHandle
 from scratchnet.nn.parameter import Parameter
 
 
@@ -75,7 +81,13 @@ class Module:
         super().__setattr__("_modules", OrderedDict())
         super().__setattr__("_owner", None)  # weakref to the module that holds us
         super().__setattr__("_name_in_owner", "")
-        super().__setattr__("_last_call", None)  # weakrefs (inputs, output)
+        super().__setattr__("_last_call", None)  # (inputs, weakref to output)
+        # hooks by handle id, in call order (torch.nn.Module's names)
+        super().__setattr__("_forward_pre_hooks", OrderedDict())
+        super().__setattr__("_forward_pre_hooks_with_kwargs", OrderedDict())
+        super().__setattr__("_forward_hooks", OrderedDict())
+        super().__setattr__("_forward_hooks_with_kwargs", OrderedDict())
+        super().__setattr__("_backward_hooks", OrderedDict())
 
     forward: Callable[..., Any]
 
@@ -178,6 +190,8 @@ class Module:
     # ---------------------------------------------------------------- calling
 
     def __call__(self, *inputs: Any, **kwargs: Any) -> Any:
+        if self._forward_pre_hooks:
+            inputs, kwargs = self._run_forward_pre_hooks(inputs, kwargs)
         if autodiff.is_recording():
             inputs = tuple(
                 autodiff.capture_input(x)
@@ -185,6 +199,12 @@ class Module:
                 else x
                 for x in inputs
             )
+        captured_inputs = inputs  # Module.backward stops here, outside any fence
+        backward_hook = None
+        if self._backward_hooks and autodiff.is_recording():
+            # fence the call on the tape so the backward reports crossing it
+            backward_hook = BackwardHook(self, list(self._backward_hooks.values()))
+            inputs = backward_hook.setup_input_hook(inputs)
         try:
             output = self.forward(*inputs, **kwargs)
         except ScratchnetError as error:
@@ -193,10 +213,18 @@ class Module:
                 error.layer_path = self.layer_path()
                 error.args = (f"{self._describe()}: {error.args[0]}", *error.args[1:])
             raise
+        if autodiff.Anomaly.forward_check is not None:  # in debug.detect_anomaly
+            autodiff.Anomaly.forward_check(self, inputs, output)
+        if self._forward_hooks:
+            output = self._run_forward_hooks(inputs, kwargs, output)
+        if backward_hook is not None:
+            output = backward_hook.setup_output_hook(output)
         if isinstance(output, autodiff.Tensor):
-            tape_inputs = tuple(x for x in inputs if isinstance(x, autodiff.Tensor))
-            object.__setattr__(self, "_last_call", (
-                tuple(weakref.ref(x) for x in tape_inputs), weakref.ref(output)))
+            tape_inputs = tuple(x for x in captured_inputs
+                                if isinstance(x, autodiff.Tensor))
+            # the inputs are held (a submodule's input inside Sequential exists
+            # nowhere else); the output only weakly, so dropping it frees the tape
+            object.__setattr__(self, "_last_call", (tape_inputs, weakref.ref(output)))
         return output
 
     def backward(self, grad_output: torch.Tensor) -> Any:
@@ -207,14 +235,85 @@ class Module:
         if self._last_call is None:
             raise BackwardError(f"{self._describe()}: backward() before forward: call "
                                 "the module on an input first")
-        input_refs, output_ref = self._last_call
+        inputs, output_ref = self._last_call
         output = output_ref()
-        inputs = [ref() for ref in input_refs]
-        if output is None or any(x is None for x in inputs):
+        if output is None:
             raise BackwardError(f"{self._describe()}: backward() needs the output of "
                                 "the last call, which was freed; keep it alive")
         grads = autodiff.run_backward(output, grad_output, inputs)
         return grads[0] if len(grads) == 1 else tuple(grads)
+
+    # ---------------------------------------------------------------- hooks
+
+    def register_forward_pre_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(module, args)`` before every ``forward`` (with
+        ``with_kwargs``: ``hook(module, args, kwargs)``). It may return None, new
+        args (a non-tuple is wrapped in one), or with ``with_kwargs`` a pair
+        ``(args, kwargs)``. Hooks run in registration order (``prepend``: first)."""
+        return self._register_hook(self._forward_pre_hooks, hook, prepend,
+                                   self._forward_pre_hooks_with_kwargs, with_kwargs)
+
+    def register_forward_hook(
+        self, hook: Callable, *, prepend: bool = False, with_kwargs: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(module, args, output)`` after every ``forward`` (with
+        ``with_kwargs``: ``hook(module, args, kwargs, output)``); ``args`` are the
+        inputs ``forward`` received. A non-None return replaces the output."""
+        return self._register_hook(self._forward_hooks, hook, prepend,
+                                   self._forward_hooks_with_kwargs, with_kwargs)
+
+    def register_full_backward_hook(
+        self, hook: Callable, prepend: bool = False
+    ) -> RemovableHandle:
+        """Call ``hook(module, grad_input, grad_output)`` once per call of this
+        module, when the backward has computed the gradients with respect to the
+        call's outputs (``grad_output``) and its positional inputs
+        (``grad_input``); entries for non-tensor arguments, and for inputs that
+        need no gradient, are None. A non-None return (a tuple as long as
+        ``grad_input``) replaces ``grad_input`` for the rest of the backward. How
+        the tape is fenced so that this fires: :mod:`scratchnet.nn.modules.hooks`."""
+        return self._register_hook(self._backward_hooks, hook, prepend)
+
+    def _register_hook(
+        self, hooks: OrderedDict, hook: Callable, prepend: bool,
+        with_kwargs_ids: OrderedDict | None = None, with_kwargs: bool = False,
+    ) -> RemovableHandle:
+        handle = RemovableHandle(hooks, extra_dict=with_kwargs_ids)
+        hooks[handle.id] = hook
+        if with_kwargs:
+            with_kwargs_ids[handle.id] = True
+        if prepend:
+            hooks.move_to_end(handle.id, last=False)
+        return handle
+
+    def _run_forward_pre_hooks(self, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        for hook_id, hook in list(self._forward_pre_hooks.items()):
+            if hook_id in self._forward_pre_hooks_with_kwargs:
+                result = hook(self, args, kwargs)
+                if result is None:
+                    continue
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise ArgumentTypeError(
+                        f"{self._describe()}: forward pre-hook must return None or a "
+                        f"tuple of (new_args, new_kwargs), but got {result}.")
+                args, kwargs = result
+            else:
+                result = hook(self, args)
+                if result is not None:
+                    args = result if isinstance(result, tuple) else (result,)
+        return args, kwargs
+
+    def _run_forward_hooks(self, args: tuple, kwargs: dict, output: Any) -> Any:
+        for hook_id, hook in list(self._forward_hooks.items()):
+            if hook_id in self._forward_hooks_with_kwargs:
+                result = hook(self, args, kwargs, output)
+            else:
+                result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output
 
     def _get_name(self) -> str:
         return type(self).__name__

@@ -1,0 +1,356 @@
+"""The fast training step for layer stacks: forward, backward and optimizer step
+of a Flatten / Linear / ReLU / Sigmoid / Tanh / Softmax stack with
+cross-entropy, without the tape.
+
+    trainer = FastTrainer(model, optimizer)      # model: a seed MLP, a Sequential
+    loss = trainer.step(x, y)                    # = zero_grad; loss(model(x), y)
+                                                 #   .backward(); optimizer.step()
+
+The tape (:mod:`scratchnet.autodiff`) records every op and allocates every
+intermediate; for a stack of known layers neither is needed. This file runs the
+same forward/backward pairs as ``scratchnet.nn.functional`` — same torch ops, in
+the same order, on the same values — with the bookkeeping taken out:
+
+- all parameters and gradients are views into one flat buffer each
+  (:class:`scratchnet.nn.utils.FlatParameters`), so Adam is a few passes over
+  one long tensor (the flat path of :mod:`scratchnet.optim.adam`);
+- activations and their gradients live in buffers allocated once per batch size
+  and reused every step; products are ``torch.addmm`` / ``torch.mm`` with
+  ``out=``, the weight gradient written straight into ``flat_grads``;
+- ReLU, Sigmoid and Tanh overwrite their input in place; the backward needs only
+  their output;
+- the softmax–cross-entropy backward is fused: dlogits = (softmax(z) − onehot(y)) / B.
+
+Because each op is the one the tape's backward calls, in the same order, the
+fast step is bit-for-bit the tape step (tests/test_fast.py::
+test_fast_step_is_the_tape_step_bit_for_bit) and so within the parity contract
+of torch.nn (tests/test_fast.py::test_fast_training_matches_torch).
+
+B = batch, D_in / D_out = a Linear's in / out features, C = classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from scratchnet import nn
+from scratchnet.autodiff import no_grad
+from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
+from scratchnet.nn.utils.flat import FlatParameters
+
+# --------------------------------------------------------------------------------------
+# the layers: forward and backward side by side, writing into reused buffers
+
+
+class _LinearStep:
+    """out = x · Wᵀ + b, as ``addmm`` into a reused (B, D_out) buffer."""
+
+    def __init__(self, layer: nn.Linear, flat: FlatParameters, first: bool) -> None:
+        # plain-tensor views of the flat buffers: no tape dispatch on Parameters
+        slot_of = {id(p): slot for slot, p in flat}
+        weight_slot = slot_of[id(layer.weight)]
+        self.weight = flat.view(flat.flat_params, weight_slot)  # (D_out, D_in)
+        self.dweight = flat.view(flat.flat_grads, weight_slot)  # (D_out, D_in)
+        self.bias = self.dbias = None
+        if layer.bias is not None:
+            self.bias = flat.view(flat.flat_params, slot_of[id(layer.bias)])  # (D_out,)
+            self.dbias = flat.view(flat.flat_grads, slot_of[id(layer.bias)])  # (D_out,)
+        self.first = first  # the first layer's dx is never needed
+        self.out_features = layer.out_features
+
+    def allocate(self, batch: int, like: torch.Tensor) -> None:
+        self.out = like.new_empty(batch, self.out_features)  # (B, D_out)
+        self.dx = None if self.first else like.new_empty(batch, self.weight.shape[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.x = x  # (B, D_in), kept for dweight
+        if self.bias is None:
+            return torch.mm(x, self.weight.t(), out=self.out)  # (B, D_out)
+        return torch.addmm(self.bias, x, self.weight.t(), out=self.out)  # (B, D_out)
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor | None:
+        """dx = dout · W,  dweight = doutᵀ · x,  dbias = Σ_B dout (written into
+        flat_grads: this step's gradient, as after zero_grad + backward)."""
+        torch.mm(dout.t(), self.x, out=self.dweight)  # (D_out, D_in)
+        if self.dbias is not None:
+            torch.sum(dout, 0, out=self.dbias)  # (D_out,)
+        if self.first:
+            return None
+        return torch.mm(dout, self.weight, out=self.dx)  # (B, D_in)
+
+
+class _ReLUStep:
+    """out = max(x, 0) in place; dx = dout where out > 0, else 0 (in place)."""
+
+    def allocate(self, batch: int, like: torch.Tensor) -> None:
+        self.mask = None  # (B, D) bool, sized at the first backward
+        self.zero = like.new_zeros(())  # ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.out = torch.relu_(x)  # (B, D), x's buffer
+        return self.out
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        if self.mask is None or self.mask.shape != self.out.shape:
+            self.mask = torch.empty(self.out.shape, dtype=torch.bool, device=dout.device)
+        torch.gt(self.out, 0, out=self.mask)
+        return torch.where(self.mask, dout, self.zero, out=dout)  # (B, D) in place
+
+
+class _SigmoidStep:
+    """out = σ(x) in place; dx = dout · (1 − out) · out (torch's order)."""
+
+    def allocate(self, batch: int, like: torch.Tensor) -> None:
+        self.one = like.new_ones(())  # ()
+        self.one_minus_out: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.out = torch.sigmoid(x, out=x)  # (B, D), x's buffer
+        return self.out
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        buffer = _reuse(self.one_minus_out, self.out)
+        self.one_minus_out = torch.sub(self.one, self.out, out=buffer)  # (B, D)
+        return dout.mul_(self.one_minus_out).mul_(self.out)  # (B, D) in place
+
+
+class _TanhStep:
+    """out = tanh(x) in place; dx = dout · (1 − out²), 1 − out² as one addcmul."""
+
+    def allocate(self, batch: int, like: torch.Tensor) -> None:
+        self.ones = like.new_ones(1)
+        self.one_minus_out_sq: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.out = torch.tanh(x, out=x)  # (B, D), x's buffer
+        return self.out
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        buffer = _reuse(self.one_minus_out_sq, self.out)
+        self.one_minus_out_sq = torch.addcmul(self.ones.expand_as(self.out), self.out,
+                                              self.out, value=-1, out=buffer)
+        return dout.mul_(self.one_minus_out_sq)  # (B, D) in place
+
+
+class _SoftmaxStep:
+    """out = exp(x − max) · (1 / Σ exp(x − max)) over classes (the seeds' Softmax
+    output layer); dx = (dout − Σ dout ⊙ out) ⊙ out, as scratchnet's Softmax."""
+
+    def allocate(self, batch: int, like: torch.Tensor) -> None:
+        pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        exps = (x - x.amax(dim=1, keepdim=True)).exp()  # (B, C)
+        self.out = exps * (1 / exps.sum(dim=1, keepdim=True))  # (B, C)
+        return self.out
+
+    def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        dot = (dout * self.out).sum(dim=1, keepdim=True)  # (B, 1)
+        return (dout - dot) * self.out  # (B, C)
+
+
+def _reuse(buffer: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return buffer if buffer is not None and buffer.shape == like.shape \
+        else torch.empty_like(like)
+
+
+# --------------------------------------------------------------------------------------
+# the loss: cross-entropy with its backward fused into the softmax
+
+
+class _CrossEntropyStep:
+    """loss = (1/B) Σ_i −log p_{i,y_i},  log p = log_softmax(z) over classes;
+    dz = (p − onehot(y)) / B, p = exp(log p).
+
+    The ops are those of scratchnet's CrossEntropy for class indices without
+    weight or smoothing: there dz = dlog_p − p · Σ dlog_p with dlog_p = −1/B at
+    y_i, which is p·(1/B) off the target and p·(1/B) − 1/B on it — the same two
+    roundings as here."""
+
+    def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
+        self.minus_inverse_batch = like.new_full((batch, 1), -1.0 / batch)  # (B, 1)
+        self.dz = like.new_empty(batch, classes)  # (B, C)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shifted = z - z.amax(dim=1, keepdim=True)  # (B, C), max entry 0
+        self.log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (B, C)
+        self.target = y.unsqueeze(1)  # (B, 1)
+        picked = self.log_probs.gather(1, self.target)  # (B, 1) log p_{i,y_i}
+        return (-picked).sum() / z.shape[0]  # ()
+
+    def backward(self) -> torch.Tensor:
+        torch.exp(self.log_probs, out=self.dz)  # p, (B, C)
+        self.dz.mul_(-self.minus_inverse_batch)  # p / B
+        return self.dz.scatter_add_(1, self.target, self.minus_inverse_batch)  # − 1/B
+
+
+# --------------------------------------------------------------------------------------
+# the trainer
+
+_STEP_OF = {nn.ReLU: _ReLUStep, nn.Sigmoid: _SigmoidStep, nn.Tanh: _TanhStep}
+
+
+class FastTrainer:
+    """One training step (zero_grad, forward, cross-entropy, backward, optimizer
+    step) for a stack of Flatten / Linear / ReLU / Sigmoid / Tanh (and a final
+    Softmax), bit-for-bit the tape's.
+
+    Args:
+        model: a :class:`scratchnet.nn.Sequential`, or a module whose forward
+            applies its submodules in the order they were registered (the seed
+            MLPs: ``flatten`` then ``linear_relu_stack``). Checked on the first
+            step: the fast forward must equal ``model(x)`` exactly.
+        optimizer: a scratchnet optimizer over the model's parameters. Adam and
+            AdamW take their flat path when it holds all of them, in order, in
+            one group.
+        loss_fn: a default :class:`scratchnet.nn.CrossEntropyLoss` (or None).
+        compile_optimizer: run Adam/AdamW's flat update through ``torch.compile``
+            (one loop instead of seven passes; last-bit differences from the
+            eager update, see scratchnet/optim/adam.py). Falls back to the eager
+            update if compiling fails. Off by default: the first step compiles.
+
+    The model's parameters are moved into a :class:`FlatParameters` (values
+    unchanged; ``trainer.flat``). After a step each ``.grad`` holds that step's
+    gradient, as after the tape's step.
+
+    Example::
+
+        >>> trainer = FastTrainer(model, scratchnet.optim.Adam(model.parameters()))
+        >>> for x, y in loader:
+        ...     loss = trainer.step(x, y)
+    """
+
+    def __init__(self, model: nn.Module, optimizer: Any,
+                 loss_fn: nn.CrossEntropyLoss | None = None,
+                 compile_optimizer: bool = False) -> None:
+        _check_loss(loss_fn)
+        self.model, self.optimizer = model, optimizer
+        if compile_optimizer:  # Adam/AdamW: one fused loop (see optim/adam.py)
+            optimizer._compiled_flat_update = True
+        self.layers = _layers_in_order(model)
+        self.flat = FlatParameters(model)
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        if not linears:
+            raise OptionError("FastTrainer: the model has no Linear layer")
+        self.steps: list[Any] = []
+        for module in self.layers:
+            if isinstance(module, nn.Linear):
+                self.steps.append(_LinearStep(module, self.flat, module is linears[0]))
+            elif isinstance(module, nn.Softmax):
+                if module is not self.layers[-1] or module.dim not in (1, -1):
+                    raise OptionError("FastTrainer: Softmax is supported as the last "
+                                      "layer, over dim=1")
+                self.steps.append(_SoftmaxStep())
+            elif type(module) in _STEP_OF:
+                self.steps.append(_STEP_OF[type(module)]())
+        self.loss = _CrossEntropyStep()
+        self.classes = linears[-1].out_features
+        self.grad_views = [self.flat.view(self.flat.flat_grads, slot)
+                           for slot in self.flat.layout]
+        self._batch: int | None = None
+        self._checked = False
+
+    def _allocate(self, batch: int, like: torch.Tensor) -> None:
+        for step in self.steps:
+            step.allocate(batch, like)
+        self.loss.allocate(batch, like, self.classes)
+        self._batch = batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output for ``x`` (B, ...) → (B, C), through the buffers
+        (valid until the next call)."""
+        out = x.reshape(x.shape[0], -1)  # (B, D): Flatten
+        for step in self.steps:
+            out = step.forward(out)
+        return out
+
+    def backward(self, dout: torch.Tensor) -> None:
+        for step in reversed(self.steps):
+            dout = step.backward(dout)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on the batch (x, y); returns the batch's mean
+        cross-entropy (a 0-dim tensor, computed before the update)."""
+        self._check_batch(x, y)
+        if x.shape[0] != self._batch:
+            self._allocate(x.shape[0], self.flat.flat_params)
+        if not self._checked:
+            self._check_forward(x)
+        logits = self.forward(x)  # (B, C)
+        loss = self.loss.forward(logits, y)  # ()
+        self.backward(self.loss.backward())
+        self._reattach_grads()
+        self.optimizer.step()
+        return loss
+
+    def _reattach_grads(self) -> None:
+        """The backward wrote into flat_grads; make sure every .grad still shows it
+        (someone may have called ``zero_grad(set_to_none=True)``)."""
+        for param, view in zip(self.flat.params, self.grad_views, strict=True):
+            if param.grad is not view:
+                param.grad = view
+
+    def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        dtype = self.flat.flat_params.dtype
+        if x.dtype != dtype:
+            raise DTypeError(f"FastTrainer: input dtype {x.dtype} does not match the "
+                             f"model's {dtype}")
+        if y.dim() != 1 or y.shape[0] != x.shape[0] or y.dtype != torch.int64:
+            raise TargetError(f"FastTrainer: targets must be int64 of shape (B,) = "
+                              f"({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+        low, high = torch.aminmax(y)
+        if low < 0 or high >= self.classes:
+            raise TargetError(f"FastTrainer: target {int(low if low < 0 else high)} is "
+                              f"out of bounds for {self.classes} classes")
+
+    def _check_forward(self, x: torch.Tensor) -> None:
+        """The layers run in registration order must be the model's forward."""
+        with no_grad():
+            expected = self.model(x)
+        try:
+            actual = self.forward(x)
+        except RuntimeError as error:
+            raise ShapeError(f"FastTrainer: the layers in registration order do "
+                             f"not chain ({error})") from None
+        if actual.shape != expected.shape or not torch.equal(actual, expected):
+            raise OptionError(
+                f"FastTrainer: {type(self.model).__name__}'s forward is not its layers "
+                "applied in the order they were registered; use the tape "
+                "(loss.backward(); optimizer.step())")
+        self._checked = True
+
+
+def _layers_in_order(model: nn.Module) -> list[nn.Module]:
+    """The leaf modules in registration order, refusing any the fast step lacks."""
+    supported = (nn.Linear, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.Softmax)
+    layers: list[nn.Module] = []
+    for name, module in model.named_modules():
+        if next(module.children(), None) is not None:
+            continue  # a container: its children follow
+        if isinstance(module, nn.Flatten):
+            if (module.start_dim, module.end_dim) != (1, -1) or layers:
+                raise OptionError(f"FastTrainer: {name or 'the model'}: only a first "
+                                  "Flatten(1, -1) is supported")
+        elif isinstance(module, nn.Identity):
+            continue
+        elif isinstance(module, supported):
+            layers.append(module)
+        else:
+            raise OptionError(f"FastTrainer: layer {name or 'the model'} "
+                              f"({type(module).__name__}) has no fast step; supported: "
+                              "Flatten, Linear, ReLU, Sigmoid, Tanh, a final Softmax")
+    return layers
+
+
+def _check_loss(loss_fn: Any) -> None:
+    if loss_fn is None:
+        return
+    if not isinstance(loss_fn, nn.CrossEntropyLoss):
+        raise OptionError(f"FastTrainer: only CrossEntropyLoss is fused, got "
+                          f"{type(loss_fn).__name__}")
+    if (loss_fn.weight is not None or loss_fn.reduction != "mean"
+            or loss_fn.label_smoothing != 0):
+        raise OptionError("FastTrainer: CrossEntropyLoss with weight, label smoothing "
+                          "or reduction other than 'mean' has no fast step")

@@ -1,0 +1,176 @@
+"""scratchnet.fast.FastTrainer: the tape-free training step.
+
+Checked against two oracles: scratchnet's own tape step (the same ops in the
+same order, so equal bit for bit) and torch.nn + torch.optim (the parity
+contract, tests/oracles.py), for the seed models it accepts, in float32 and
+float64, over several steps with Adam, AdamW and SGD, including a change of
+batch size. Models it cannot run, and bad batches, are refused by name.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import scratchnet.optim
+from scratchnet import nn
+from scratchnet.errors import DTypeError, OptionError, TargetError
+from scratchnet.fast import FastTrainer
+from scratchnet.train import build_model, seed_everything, train_step
+from tests.oracles import assert_parity
+
+# (model, activation): the seed MLPs, layer specs with each activation, and
+# seed 004's Sequential (flat input, Softmax output)
+MODELS = [("NeuralNetwork", None), ("SingleLayerNN", None), ("784-32-16-10", "sigmoid"),
+          ("784-32-16-10", "tanh"), ("SequentialNetwork", None)]
+OPTIMIZERS = {"adam": ("Adam", {"lr": 1e-2}), "adamw": ("AdamW", {"lr": 1e-2}),
+              "sgd": ("SGD", {"lr": 0.1, "momentum": 0.9})}
+
+
+def _batches(name: str, dtype: torch.dtype, sizes: tuple[int, ...] = (16, 16, 5)
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pixel-like batches in [0, 1); the last one smaller (an epoch's tail)."""
+    generator = torch.Generator().manual_seed(7)
+    batches = []
+    for size in sizes:
+        x = torch.rand(size, 1, 28, 28, generator=generator, dtype=dtype)
+        if name == "SequentialNetwork":  # takes (B, 784)
+            x = x.reshape(size, -1)
+        batches.append((x, torch.randint(0, 10, (size,), generator=generator)))
+    return batches
+
+
+def _model(name: str, activation: str | None, backend: str, dtype: torch.dtype):
+    seed_everything(0)
+    return build_model(name, backend, activation).to(dtype)
+
+
+def _optimizer(namespace, model, which: str):
+    class_name, options = OPTIMIZERS[which]
+    return getattr(namespace, class_name)(model.parameters(), **options)
+
+
+# each model with one optimizer, every optimizer at least twice
+TAPE_RUNS = [(*model, optimizer) for model, optimizer
+             in zip(MODELS, ["adam", "adamw", "sgd", "adam", "adamw"], strict=True)]
+
+
+@pytest.mark.parametrize(("name", "activation", "optimizer_name"), TAPE_RUNS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fast_step_is_the_tape_step_bit_for_bit(name, activation, dtype,
+                                                optimizer_name):
+    tape_model = _model(name, activation, "scratchnet", dtype)
+    fast_model = copy.deepcopy(tape_model)
+    tape_optimizer = _optimizer(scratchnet.optim, tape_model, optimizer_name)
+    trainer = FastTrainer(fast_model, _optimizer(scratchnet.optim, fast_model,
+                                                 optimizer_name))
+    loss_fn = nn.CrossEntropyLoss()
+    for step, (x, y) in enumerate(_batches(name, dtype)):
+        tape_loss = train_step(tape_model, tape_optimizer, loss_fn, x, y)
+        fast_loss = trainer.step(x, y).item()
+        assert fast_loss == tape_loss, f"loss at step {step}"
+    for (key, ours), theirs in zip(fast_model.named_parameters(),
+                                   tape_model.parameters(), strict=True):
+        assert torch.equal(ours.detach(), theirs.detach()), key
+        assert torch.equal(ours.grad, theirs.grad), f"d{key}"
+
+
+# SGD with momentum, not Adam: Adam moves each weight by lr · m̂/(√v̂ + ε), and for
+# a gradient element of size ~ε that ratio turns last-bit differences between
+# torch's gradient and ours (torch's autograd forms dweight as (xᵀ·dout)ᵀ,
+# scratchnet as doutᵀ·x: the BLAS sums in another order) into relative errors
+# of 1e-8 (float64) after a step or two: conditioning, not a bug. Adam itself
+# is covered by the chain: fast step == tape step bit for bit (above, with Adam),
+# flat Adam == torch.optim.Adam bit for bit given the same gradients
+# (tests/test_flat.py), and the gradients == torch's within the contract (here).
+TORCH_RUNS = [(torch.float64, "sgd"), (torch.float32, "sgd")]
+
+
+@pytest.mark.parametrize(("name", "activation"), MODELS)
+@pytest.mark.parametrize(("dtype", "optimizer_name"), TORCH_RUNS)
+def test_fast_training_matches_torch(name, activation, dtype, optimizer_name):
+    ours = _model(name, activation, "scratchnet", dtype)
+    theirs = _model(name, activation, "torch", dtype)
+    trainer = FastTrainer(ours, _optimizer(scratchnet.optim, ours, optimizer_name))
+    torch_optimizer = _optimizer(torch.optim, theirs, optimizer_name)
+    for step, (x, y) in enumerate(_batches(name, dtype)):
+        our_loss = trainer.step(x, y)
+        torch_optimizer.zero_grad()
+        their_loss = torch.nn.functional.cross_entropy(theirs(x), y)
+        their_loss.backward()
+        torch_optimizer.step()
+        assert_parity(our_loss, their_loss.detach(), f"{name} loss at step {step}")
+    for (key, our_param), their_param in zip(ours.named_parameters(),
+                                             theirs.parameters(), strict=True):
+        assert_parity(our_param, their_param, f"{name} {key} after 3 steps")
+        assert_parity(our_param.grad, their_param.grad, f"{name} d{key} at step 3")
+
+
+def test_gradients_reach_params_even_after_zero_grad_set_to_none():
+    model = _model("SingleLayerNN", None, "scratchnet", torch.float64)
+    optimizer = scratchnet.optim.Adam(model.parameters())
+    trainer = FastTrainer(model, optimizer)
+    x, y = _batches("SingleLayerNN", torch.float64)[0]
+    optimizer.zero_grad(set_to_none=True)
+    before = trainer.flat.flat_params.clone()
+    trainer.step(x, y)
+    assert trainer.flat.is_intact()
+    assert not torch.equal(before, trainer.flat.flat_params)  # the step moved them
+
+
+@pytest.mark.parametrize("name", ["FCNetwork", "Network"])
+def test_models_whose_forward_is_not_their_layer_order_are_refused(name):
+    """FCNetwork applies F.relu between its Linears; Network registers its
+    activations after its Linears. Neither is its layers in order."""
+    model = _model(name, None, "scratchnet", torch.float32)
+    trainer = FastTrainer(model, scratchnet.optim.Adam(model.parameters()))
+    x, y = _batches("SequentialNetwork", torch.float32)[0]
+    with pytest.raises(OptionError, match="not its layers"):
+        trainer.step(x, y)
+
+
+def test_unsupported_layers_losses_and_bad_batches_are_refused():
+    dropout = nn.Sequential(nn.Linear(4, 3), nn.Dropout(0.5), nn.Linear(3, 2))
+    with pytest.raises(OptionError, match="Dropout"):
+        FastTrainer(dropout, scratchnet.optim.SGD(dropout.parameters()))
+    model = nn.Sequential(nn.Linear(4, 3))
+    optimizer = scratchnet.optim.SGD(model.parameters())
+    with pytest.raises(OptionError, match="label smoothing"):
+        FastTrainer(model, optimizer, nn.CrossEntropyLoss(label_smoothing=0.1))
+    with pytest.raises(OptionError, match="CrossEntropyLoss"):
+        FastTrainer(model, optimizer, nn.MSELoss())
+    trainer = FastTrainer(model, optimizer)
+    with pytest.raises(DTypeError, match="float64"):
+        trainer.step(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2).long())
+    with pytest.raises(TargetError, match="out of bounds"):
+        trainer.step(torch.zeros(2, 4), torch.tensor([0, 3]))
+    with pytest.raises(TargetError, match="shape"):
+        trainer.step(torch.zeros(2, 4), torch.zeros(3).long())
+
+
+@pytest.mark.slow  # the first step runs torch.compile (tens of seconds on 2 cores)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_optimizer_matches_eager(dtype):
+    """The compiled Adam update rounds differently in the last bits (contracted
+    multiply-adds, m/denom·γ reordered): within the parity contract of the
+    eager update after steps from the same state and gradients."""
+    eager_model = _model("SingleLayerNN", None, "scratchnet", dtype)
+    compiled_model = copy.deepcopy(eager_model)
+    eager = FastTrainer(eager_model, scratchnet.optim.Adam(eager_model.parameters()))
+    compiled = FastTrainer(compiled_model, scratchnet.optim.Adam(
+        compiled_model.parameters()), compile_optimizer=True)
+    for x, y in _batches("SingleLayerNN", dtype):
+        eager.step(x, y)
+        compiled.step(x, y)
+        compiled_model.load_state_dict(eager_model.state_dict())  # same start each step
+        compiled.optimizer.load_state_dict(copy.deepcopy(eager.optimizer.state_dict()))
+    x, y = _batches("SingleLayerNN", dtype)[0]
+    eager.step(x, y)
+    compiled.step(x, y)
+    from scratchnet.optim.adam import _compiled_kernel
+    assert _compiled_kernel and _compiled_kernel[0] is not None, "did not compile"
+    for (key, ours), theirs in zip(compiled_model.named_parameters(),
+                                   eager_model.parameters(), strict=True):
+        assert_parity(ours, theirs, f"compiled Adam: {key}")
