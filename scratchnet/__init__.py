@@ -7,10 +7,10 @@ hand, proven equal to torch.nn.
 """
 
 # tensor_ops registers torch ops on tape tensors (x + y, x @ w, x[0], ...)
-from scratchnet import errors, optim, tensor_ops
+from scratchnet import debug, errors, optim, tensor_ops
 from scratchnet.autodiff import Tensor, enable_grad, grad, is_recording, leaf, no_grad
 
 __version__ = "0.1.0"
 
-__all__ = ["Tensor", "enable_grad", "errors", "grad", "is_recording", "leaf", "no_grad",
+__all__ = ["Tensor", "debug", "enable_grad", "errors", "grad", "is_recording", "leaf", "no_grad",
            "optim", "tensor_ops"]

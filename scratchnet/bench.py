@@ -9,7 +9,9 @@ batches from the same initial weights:
     torch_compile  torch.compile(torch.nn model) + Adam (optional: slow to compile)
     tape           scratchnet.nn + scratchnet.optim.Adam, through the tape
     fast           scratchnet.fast.FastTrainer (flat buffers, fused loss backward)
-    fast_compiled  the same with its Adam update torch.compile'd (optional)
+    fast_compiled  FastTrainer(compile_optimizer=True, exact_loss=False): Adam as
+                   one compiled loop, the loss without the float32 emulation of
+                   torch's softmax kernel (optional, with torch.compile)
 
 For each model and batch size: forward (with the loss), backward, optimizer step
 and the whole step (zero_grad included), the median over ``repeats`` timed steps
@@ -196,7 +198,8 @@ class _FastSide(_TapeSide):
 
         super().__init__(model, lr)
         self.trainer = FastTrainer(model, self.optimizer, self.loss_fn,
-                                   compile_optimizer=compile_optimizer)
+                                   compile_optimizer=compile_optimizer,
+                                   exact_loss=not compile_optimizer)
 
     def phases(self, x: torch.Tensor, y: torch.Tensor, clock: Callable[[], float]
                ) -> tuple[float, float, float]:
@@ -291,19 +294,22 @@ def _repeats_within_budget(config: BenchConfig, sides: dict[str, Any],
 
 
 def time_cell(config: BenchConfig, model_name: str, batch: int) -> dict[str, Any]:
-    """Median phase and step times of every side at one model and batch size."""
+    """Median phase and step times of every side, and of the floor, at one model
+    and batch size: each repeat runs every side and the floor once, in turn."""
     device = torch.device(config.device)
 
     def clock() -> float:
         return _now(device)
 
     batches = training_batches(config, batch, 4)
-    compile_started = time.perf_counter()
+    setup_started = time.perf_counter()
     sides = _make_sides(config, model_name, batch)
     repeats = _repeats_within_budget(config, sides, batches, clock)
-    setup_s = time.perf_counter() - compile_started
+    setup_s = time.perf_counter() - setup_started
+    products, adam_pass, n_products = floor_functions(config, sides["torch"].model, batch)
     times: dict[str, dict[str, list[float]]] = {
         name: {phase: [] for phase in PHASES} for name in sides}
+    floor: dict[str, list[float]] = {"matmul": [], "optimizer_pass": []}
     for i in range(repeats):
         x, y = batches[i % len(batches)]
         for name, side in sides.items():  # interleaved: drift hits every side alike
@@ -314,13 +320,19 @@ def time_cell(config: BenchConfig, model_name: str, batch: int) -> dict[str, Any
             for phase, seconds in zip(PHASES, (forward, backward, optimizer, step),
                                       strict=True):
                 times[name][phase].append(seconds)
+        for part, function in (("matmul", products), ("optimizer_pass", adam_pass)):
+            start = clock()
+            function()
+            floor[part].append(clock() - start)
+    floor_ms = {f"{part}_ms": _median_ms(values) for part, values in floor.items()}
     cell = {"model": model_name, "batch": batch, "repeats": repeats,
             "setup_seconds": setup_s,
             "sides": {name: {**{f"{phase}_ms": _median_ms(values)
                                 for phase, values in phases.items()},
                              "step_min_ms": 1e3 * min(phases["step"])}
                       for name, phases in times.items()},
-            "floor": measure_floor(config, sides["torch"].model, batch, repeats)}
+            "floor": {**floor_ms, "total_ms": sum(floor_ms.values()),
+                      "products": n_products}}
     cell["ratios"] = _ratios(cell)
     cell["correctness"] = check_correctness(config, sides, batches[0])
     return cell
@@ -344,11 +356,12 @@ def _linear_shapes(model: torch.nn.Module) -> list[tuple[int, int]]:
             if isinstance(m, torch.nn.Linear)]
 
 
-def measure_floor(config: BenchConfig, model: torch.nn.Module, batch: int,
-                  repeats: int) -> dict[str, float]:
-    """One step's matrix products (per Linear: out = x·Wᵀ + b, dW = doutᵀ·x, and
-    dx = dout·W except for the first) into preallocated outputs, and torch's fused
-    Adam kernel over one flat buffer of the model's size."""
+def floor_functions(config: BenchConfig, model: torch.nn.Module, batch: int
+                    ) -> tuple[Callable[[], None], Callable[[], None], int]:
+    """What one step cannot avoid, as two functions: its matrix products (per
+    Linear: out = x·Wᵀ + b, dW = doutᵀ·x, and dx = dout·W except for the first)
+    into preallocated outputs, and torch's fused Adam kernel over one flat buffer
+    of the model's size. Also returns the number of products."""
     device, dtype = torch.device(config.device), config.torch_dtype
     products = []
     for i, (d_in, d_out) in enumerate(_linear_shapes(model)):
@@ -375,22 +388,7 @@ def measure_floor(config: BenchConfig, model: torch.nn.Module, batch: int,
         for product in products:
             product()
 
-    matmul = _time_function(all_products, device, repeats)
-    adam = _time_function(adam_pass, device, repeats)
-    return {"matmul_ms": matmul, "optimizer_pass_ms": adam, "total_ms": matmul + adam,
-            "products": len(products)}
-
-
-def _time_function(function: Callable[[], Any], device: torch.device,
-                   repeats: int) -> float:
-    for _ in range(3):
-        function()
-    seconds = []
-    for _ in range(max(repeats, 5)):
-        start = _now(device)
-        function()
-        seconds.append(_now(device) - start)
-    return _median_ms(seconds)
+    return all_products, adam_pass, len(products)
 
 
 # --------------------------------------------------------------------------------------

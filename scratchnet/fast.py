@@ -19,7 +19,8 @@ the same order, on the same values — with the bookkeeping taken out:
   ``out=``, the weight gradient written straight into ``flat_grads``;
 - ReLU, Sigmoid and Tanh overwrite their input in place; the backward needs only
   their output;
-- the softmax–cross-entropy backward is fused: dlogits = (softmax(z) − onehot(y)) / B.
+- the softmax–cross-entropy backward is fused, dlogits = (softmax(z) − onehot(y)) / B:
+  scratchnet's CrossEntropy op, called directly.
 
 Because each op is the one the tape's backward calls, in the same order, the
 fast step is bit-for-bit the tape step (tests/test_fast.py::
@@ -36,8 +37,10 @@ from typing import Any
 import torch
 
 from scratchnet import nn
-from scratchnet.autodiff import no_grad
+from scratchnet.autodiff import Context, no_grad
 from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
+from scratchnet.nn.functional.loss import CrossEntropy
+from scratchnet.nn.functional.softmax import Softmax
 from scratchnet.nn.utils.flat import FlatParameters
 
 # --------------------------------------------------------------------------------------
@@ -82,21 +85,24 @@ class _LinearStep:
 
 
 class _ReLUStep:
-    """out = max(x, 0) in place; dx = dout where out > 0, else 0 (in place)."""
+    """out = max(x, 0) in place;  dx = dout ⊙ [out > 0], in place.
+
+    The tape writes ``torch.where(out > 0, dout, 0)``; here the mask is a float
+    0/1 buffer and the product ``dout · mask`` (``where`` and ``masked_fill_`` on
+    a bool mask are not vectorised: 5× slower at (4096, 512)). For finite dout
+    the values are the same (a zero may come out as −0.0, which equals 0.0 and
+    adds the same); a NaN or inf in dout where out ≤ 0 gives NaN instead of 0."""
 
     def allocate(self, batch: int, like: torch.Tensor) -> None:
-        self.mask = None  # (B, D) bool, sized at the first backward
-        self.zero = like.new_zeros(())  # ()
+        self.mask: torch.Tensor | None = None  # (B, D) 0/1, sized at the first backward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.out = torch.relu_(x)  # (B, D), x's buffer
         return self.out
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
-        if self.mask is None or self.mask.shape != self.out.shape:
-            self.mask = torch.empty(self.out.shape, dtype=torch.bool, device=dout.device)
-        torch.gt(self.out, 0, out=self.mask)
-        return torch.where(self.mask, dout, self.zero, out=dout)  # (B, D) in place
+        self.mask = torch.gt(self.out, 0, out=_reuse(self.mask, self.out))  # (B, D)
+        return dout.mul_(self.mask)  # (B, D) in place
 
 
 class _SigmoidStep:
@@ -135,20 +141,19 @@ class _TanhStep:
 
 
 class _SoftmaxStep:
-    """out = exp(x − max) · (1 / Σ exp(x − max)) over classes (the seeds' Softmax
-    output layer); dx = (dout − Σ dout ⊙ out) ⊙ out, as scratchnet's Softmax."""
+    """The seeds' Softmax output layer: scratchnet's Softmax forward and backward
+    (``scratchnet.nn.functional.softmax``), called directly, off the tape:
+    out = exp(x − max) / Σ exp(x − max);  dx = (dout − Σ dout ⊙ out) ⊙ out."""
 
     def allocate(self, batch: int, like: torch.Tensor) -> None:
         pass
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        exps = (x - x.amax(dim=1, keepdim=True)).exp()  # (B, C)
-        self.out = exps * (1 / exps.sum(dim=1, keepdim=True))  # (B, C)
-        return self.out
+        self.ctx = Context()
+        return Softmax.forward(self.ctx, x, 1, None)  # (B, C)
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
-        dot = (dout * self.out).sum(dim=1, keepdim=True)  # (B, 1)
-        return (dout - dot) * self.out  # (B, C)
+        return Softmax.backward(self.ctx, dout)[0]  # (B, C)
 
 
 def _reuse(buffer: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -161,16 +166,46 @@ def _reuse(buffer: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 
 
 class _CrossEntropyStep:
-    """loss = (1/B) Σ_i −log p_{i,y_i},  log p = log_softmax(z) over classes;
-    dz = (p − onehot(y)) / B, p = exp(log p).
+    """loss = (1/B) Σ_i −log p_{i,y_i},  log p = log_softmax(z);  backward fused
+    through the softmax: dz = (p − onehot(y)) / B.
 
-    The ops are those of scratchnet's CrossEntropy for class indices without
-    weight or smoothing: there dz = dlog_p − p · Σ dlog_p with dlog_p = −1/B at
-    y_i, which is p·(1/B) off the target and p·(1/B) − 1/B on it — the same two
-    roundings as here."""
+    This is scratchnet's CrossEntropy (``scratchnet.nn.functional.loss``) forward
+    and backward, called directly: the tape's op already fuses log_softmax, the
+    loss and their backward, and in float32 on CPU it reproduces torch's kernels
+    bit for bit (``scratchnet.nn.functional.vecmath``); calling it keeps the fast
+    step equal to the tape step and to torch.nn."""
 
     def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
-        self.minus_inverse_batch = like.new_full((batch, 1), -1.0 / batch)  # (B, 1)
+        self.dloss = like.new_ones(())  # d loss / d loss, as the tape starts
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.ctx = Context()
+        return CrossEntropy.forward(self.ctx, z, y, None, -100, "mean", 0.0)  # ()
+
+    def backward(self) -> torch.Tensor:
+        return CrossEntropy.backward(self.ctx, self.dloss)[0]  # (B, C)
+
+
+class _PlainCrossEntropyStep:
+    """The same loss and fused backward with torch.exp / torch.log and plain
+    sums, into reused buffers (``FastTrainer(exact_loss=False)``):
+
+        log p = (z − max) − log Σ exp(z − max);  loss = −(1/B) Σ_i log p_{i,y_i}
+        dz = p · (1/B), then − 1/B at each target: (p − onehot(y)) / B
+
+    These are the roundings of the tape's CrossEntropy wherever it does not
+    reproduce torch's kernels (float64, CUDA): there it is equal bit for bit. In
+    float32 on CPU, torch's log_softmax kernel uses SLEEF's exp/log (≤ 1 ulp) and
+    lane-wise sums, so about one entry in five of log p and dz differs from
+    torch's in the last bit (relative 6e-8) — inside assert_close, but enough for
+    Adam to make two long float32 runs drift apart (see
+    scratchnet.nn.functional.vecmath). tests/test_fast.py::
+    test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance."""
+
+    def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
+        inverse_batch = like.new_ones(()) / batch  # 1/B rounded as the tape's dout / W
+        self.minus_inverse_batch = (-inverse_batch).expand(batch, 1).contiguous()  # (B, 1)
+        self.inverse_batch = inverse_batch
         self.dz = like.new_empty(batch, classes)  # (B, C)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -182,7 +217,7 @@ class _CrossEntropyStep:
 
     def backward(self) -> torch.Tensor:
         torch.exp(self.log_probs, out=self.dz)  # p, (B, C)
-        self.dz.mul_(-self.minus_inverse_batch)  # p / B
+        self.dz.mul_(self.inverse_batch)  # p / B
         return self.dz.scatter_add_(1, self.target, self.minus_inverse_batch)  # − 1/B
 
 
@@ -210,6 +245,10 @@ class FastTrainer:
             (one loop instead of seven passes; last-bit differences from the
             eager update, see scratchnet/optim/adam.py). Falls back to the eager
             update if compiling fails. Off by default: the first step compiles.
+        exact_loss: compute the loss with scratchnet's CrossEntropy op, which in
+            float32 on CPU reproduces torch's softmax kernel bit for bit (and
+            costs more); False: the plain fused formula (last-bit differences
+            from torch in float32, equal in float64; see _PlainCrossEntropyStep).
 
     The model's parameters are moved into a :class:`FlatParameters` (values
     unchanged; ``trainer.flat``). After a step each ``.grad`` holds that step's
@@ -224,7 +263,7 @@ class FastTrainer:
 
     def __init__(self, model: nn.Module, optimizer: Any,
                  loss_fn: nn.CrossEntropyLoss | None = None,
-                 compile_optimizer: bool = False) -> None:
+                 compile_optimizer: bool = False, exact_loss: bool = True) -> None:
         _check_loss(loss_fn)
         self.model, self.optimizer = model, optimizer
         if compile_optimizer:  # Adam/AdamW: one fused loop (see optim/adam.py)
@@ -245,7 +284,7 @@ class FastTrainer:
                 self.steps.append(_SoftmaxStep())
             elif type(module) in _STEP_OF:
                 self.steps.append(_STEP_OF[type(module)]())
-        self.loss = _CrossEntropyStep()
+        self.loss = _CrossEntropyStep() if exact_loss else _PlainCrossEntropyStep()
         self.classes = linears[-1].out_features
         self.grad_views = [self.flat.view(self.flat.flat_grads, slot)
                            for slot in self.flat.layout]

@@ -798,12 +798,6 @@ def mean(input: torch.Tensor, dim: int | Sequence[int] | None = None,
     return Mean.apply(input, dim, keepdim, dtype)
 
 
-def _reduced_dims(x: torch.Tensor, dim: int | Sequence[int] | None) -> tuple[int, ...]:
-    if dim is None:
-        return tuple(range(x.dim()))
-    return tuple(d % max(x.dim(), 1) for d in ([dim] if isinstance(dim, int) else dim))
-
-
 def _correction(unbiased: bool | None, correction: float | None) -> float:
     if correction is not None:
         return correction
@@ -845,7 +839,7 @@ def var(input: torch.Tensor, dim: int | Sequence[int] | None = None,
         unbiased: bool | None = None, keepdim: bool = False, *,
         correction: float | None = None) -> torch.Tensor:
     """torch.var: Σ (x − mean)² / (N − correction), correction 1 by default."""
-    dims = _reduced_dims(plain(input), dim)
+    dims = _reduced_dims(dim, plain(input).dim())
     return Var.apply(input, dims, _correction(unbiased, correction), keepdim, False)
 
 
@@ -853,7 +847,7 @@ def std(input: torch.Tensor, dim: int | Sequence[int] | None = None,
         unbiased: bool | None = None, keepdim: bool = False, *,
         correction: float | None = None) -> torch.Tensor:
     """torch.std = √var (see :func:`var`)."""
-    dims = _reduced_dims(plain(input), dim)
+    dims = _reduced_dims(dim, plain(input).dim())
     return Var.apply(input, dims, _correction(unbiased, correction), keepdim, True)
 
 

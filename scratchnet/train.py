@@ -855,7 +855,7 @@ class _Report:
     COLUMNS = (("", "epoch", 5), ("training loss", "scratchnet", 11), ("", "torch", 11),
                ("test accuracy", "scratchnet", 10), ("", "torch", 7),
                ("same", "preds", 7), ("max", "|Δparam|", 9),
-               ("step time", "scratchnet", 10), ("", "torch", 8))
+               ("epoch time", "scratchnet", 10), ("", "torch", 8))
 
     def __init__(self, config: TrainConfig, results: dict[str, Any],
                  log: Callable[[str], None], quiet: bool) -> None:

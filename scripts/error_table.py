@@ -1,8 +1,9 @@
-"""Write docs/errors.md: the table of bad inputs and the errors they get, made by
-running every case in tests/error_cases.py (the cases tests/test_errors.py runs).
+"""Write docs/errors.md and the README's error table: the bad inputs and the
+errors they get, made by running every case in tests/error_cases.py (the cases
+tests/test_errors.py runs).
 
-    python scripts/error_table.py            # writes docs/errors.md
-    python scripts/error_table.py --check    # exit 1 if docs/errors.md is stale
+    python scripts/error_table.py            # writes docs/errors.md and README.md's table
+    python scripts/error_table.py --check    # exit 1 if either is stale
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.error_cases import render_markdown  # noqa: E402
+from tests.error_cases import (  # noqa: E402
+    render_markdown,
+    render_readme_section,
+    with_readme_section,
+)
 
 DOC = ROOT / "docs" / "errors.md"
+README = ROOT / "README.md"
 
 
 def main() -> int:
@@ -25,13 +31,16 @@ def main() -> int:
                         "docs/errors.md is up to date (exit 1 if not)")
     args = parser.parse_args()
     text = render_markdown()
+    readme = with_readme_section(README.read_text(), render_readme_section())
     if args.check:
-        up_to_date = DOC.is_file() and DOC.read_text() == text
-        print(f"{DOC}: {'up to date' if up_to_date else 'OUT OF DATE'}")
-        return 0 if up_to_date else 1
+        stale = [str(path) for path, wanted in ((DOC, text), (README, readme))
+                 if not path.is_file() or path.read_text() != wanted]
+        print("OUT OF DATE: " + ", ".join(stale) if stale else "up to date")
+        return 1 if stale else 0
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
-    print(f"wrote {DOC} ({text.count(chr(10))} lines)")
+    README.write_text(readme)
+    print(f"wrote {DOC} ({text.count(chr(10))} lines) and the table in {README}")
     return 0
 
 

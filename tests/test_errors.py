@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from scratchnet.errors import ScratchnetError
-from tests.error_cases import AREAS, CASES, CliExit, render_markdown, run_case
+from tests.error_cases import (
+    AREAS,
+    CASES,
+    CliExit,
+    render_markdown,
+    render_readme_section,
+    run_case,
+    with_readme_section,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,3 +51,12 @@ def test_docs_errors_md_is_up_to_date():
     assert path.is_file(), "docs/errors.md missing: run python scripts/error_table.py"
     assert path.read_text() == expected, (
         "docs/errors.md is out of date: run python scripts/error_table.py")
+
+
+def test_readme_error_table_is_up_to_date():
+    """The README's copy of the table (between the error-table markers).
+    Regenerate with: python scripts/error_table.py"""
+    readme = (ROOT / "README.md").read_text()
+    expected = with_readme_section(readme, render_readme_section())
+    assert readme == expected, (
+        "README.md's error table is out of date: run python scripts/error_table.py")

@@ -174,3 +174,53 @@ def test_compiled_optimizer_matches_eager(dtype):
     for (key, ours), theirs in zip(compiled_model.named_parameters(),
                                    eager_model.parameters(), strict=True):
         assert_parity(ours, theirs, f"compiled Adam: {key}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance(dtype):
+    """exact_loss=False: bit for bit the tape where the tape uses plain exp/log
+    (float64), within the parity contract of torch.nn in float32 (one step)."""
+    tape_model = _model("784-32-16-10", "tanh", "scratchnet", dtype)
+    fast_model = copy.deepcopy(tape_model)
+    theirs = _model("784-32-16-10", "tanh", "torch", dtype)
+    tape_optimizer = scratchnet.optim.SGD(tape_model.parameters(), lr=0.1)
+    trainer = FastTrainer(fast_model, scratchnet.optim.SGD(fast_model.parameters(),
+                                                           lr=0.1), exact_loss=False)
+    torch_optimizer = torch.optim.SGD(theirs.parameters(), lr=0.1)
+    for x, y in _batches("784-32-16-10", dtype):
+        tape_loss = train_step(tape_model, tape_optimizer, nn.CrossEntropyLoss(), x, y)
+        fast_loss = trainer.step(x, y)
+        torch_optimizer.zero_grad()
+        torch_loss = torch.nn.functional.cross_entropy(theirs(x), y)
+        torch_loss.backward()
+        torch_optimizer.step()
+        assert_parity(fast_loss, torch_loss.detach(), "plain loss vs torch")
+        if dtype == torch.float64:
+            assert fast_loss.item() == tape_loss
+    for ours, tape_param, their_param in zip(fast_model.parameters(),
+                                             tape_model.parameters(),
+                                             theirs.parameters(), strict=True):
+        assert_parity(ours.grad, their_param.grad, "plain loss: gradient vs torch")
+        if dtype == torch.float64:
+            assert torch.equal(ours.detach(), tape_param.detach())
+
+
+def test_train_epoch_fast_option_gives_the_tape_losses():
+    """scratchnet.train.train_epoch(fast=True), what ``scratchnet train --fast``
+    runs: the same losses and weights as the tape loop."""
+    from scratchnet.data import TensorLoader
+    from scratchnet.train import train_epoch
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (40,), generator=generator)
+    runs = []
+    for fast in (False, True):
+        model = _model("SingleLayerNN", None, "scratchnet", torch.float32)
+        loader = TensorLoader(images, labels, batch_size=16, shuffle=True,
+                              generator=torch.Generator().manual_seed(1))
+        losses = train_epoch(model, scratchnet.optim.Adam(model.parameters()), loader,
+                             fast=fast)
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and len(runs[0][0]) == 3
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))

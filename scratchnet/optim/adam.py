@@ -1,6 +1,13 @@
 """Adam (torch/optim/adam.py, its single-tensor path ``_single_tensor_adam``
 without ``capturable``/``differentiable``), with optional AMSGrad and decoupled
 weight decay (the latter is AdamW: :mod:`scratchnet.optim.adamw`).
+
+Two paths, the same numbers. Per parameter (:func:`adam_update`, torch's loop),
+or, when a group's parameters and gradients lie one after another in one buffer
+each (:class:`scratchnet.nn.utils.FlatParameters`), each line of the update run
+once over the whole buffer (``_flat_step``, at the end of this file): the state
+is then laid out flat too, each parameter's ``exp_avg`` etc. a view into it, so
+``state_dict()`` is unchanged.
 """
 
 from __future__ import annotations
@@ -107,7 +114,8 @@ class Adam(Optimizer):
 
     State (per parameter): ``step`` (a 0-dim float32 tensor on the CPU, as
     torch keeps it), ``exp_avg`` (m), ``exp_avg_sq`` (v), and with amsgrad
-    ``max_exp_avg_sq`` (vᵐᵃˣ), each of the parameter's shape.
+    ``max_exp_avg_sq`` (vᵐᵃˣ), each of the parameter's shape (on the flat path:
+    views into one flat buffer per name, the steps into one (P,) buffer).
 
     Example::
 

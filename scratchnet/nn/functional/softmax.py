@@ -103,7 +103,7 @@ class Softmax(Function):
         """
         (out,) = ctx.saved_tensors  # (*)
         if _as_torch_kernel(out, ctx.dim):  # the kernel's summation order
-            dot = vecmath.lane_sum(dout * out)  # (*) with dim of size 1
+            dot = vecmath.lane_sum(dout * out)  # dim of size 1
         else:
             dot = (dout * out).sum(dim=ctx.dim, keepdim=True)
         dx = (dout - dot) * out  # (*)
@@ -166,7 +166,7 @@ class LogSoftmax(Function):
         (out,) = ctx.saved_tensors  # (*)
         if _as_torch_kernel(out, ctx.dim):
             # torch's kernel: one fused multiply-add, dout + (−exp(out)) · Σ dout
-            total = vecmath.lane_sum(dout)  # (*) with dim of size 1
+            total = vecmath.lane_sum(dout)  # dim of size 1
             dx = vecmath.fma(-vecmath.sleef_expf(out), total.expand_as(out), dout)
         else:
             total = dout.sum(dim=ctx.dim, keepdim=True)
