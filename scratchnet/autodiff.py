@@ -59,6 +59,36 @@ class Anomaly:
     backward_check: Callable[[Node, tuple], None] | None = None
 
 
+# leaf id → (leaf, callbacks): called once a backward pass has added the last
+# gradient it will add into that leaf's ``.grad`` (see :func:`on_gradient_ready`)
+_GRADIENT_READY: dict[int, tuple[Any, list[Callable[[Any], None]]]] = {}
+
+
+class GradientReadyHandle:
+    """Returned by :func:`on_gradient_ready`; ``remove()`` unregisters."""
+
+    def __init__(self, leaf: Any, callback: Callable[[Any], None]) -> None:
+        self.leaf, self.callback = leaf, callback
+
+    def remove(self) -> None:
+        entry = _GRADIENT_READY.get(id(self.leaf))
+        if entry is not None and self.callback in entry[1]:
+            entry[1].remove(self.callback)
+            if not entry[1]:
+                del _GRADIENT_READY[id(self.leaf)]
+
+
+def on_gradient_ready(leaf: Any, callback: Callable[[Any], None]) -> GradientReadyHandle:
+    """Call ``callback(leaf)`` during each backward pass, right after the pass has
+    added its last contribution into ``leaf.grad`` — while the ops nearer the
+    input are still being differentiated. (What torch's DDP hooks on autograd's
+    gradient accumulator for; scratchnet.distributed starts a bucket's
+    all_reduce from it.) Called only in passes that fill ``.grad`` and reach the
+    leaf."""
+    _GRADIENT_READY.setdefault(id(leaf), (leaf, []))[1].append(callback)
+    return GradientReadyHandle(leaf, callback)
+
+
 class no_grad(contextlib.ContextDecorator):
     """Turn recording off: ops return plain tensors and nothing can be
     backpropagated. scratchnet's twin of ``torch.no_grad`` (which scratchnet
@@ -396,12 +426,16 @@ def run_backward(
 
     order = _topological_order(root._node, boundary)
     _mark_needed(order, boundary, pass_)
+    # watched leaves: how many of the pass's edges still lead into each
+    pending = _pending_edges(order, boundary, pass_) if _GRADIENT_READY else {}
     root._node.grad = dout
     for node in reversed(order):
         if id(node) in boundary:
             continue
         dnode, node.grad = node.grad, None
         if dnode is None or not node.needed:
+            if pending and node.needed:  # reached by no gradient: nothing to wait for
+                _count_down(node, pending)
             continue
         if node.freed:
             raise BackwardError(
@@ -423,6 +457,8 @@ def run_backward(
             else:
                 owned = _is_exclusive(grad, dnode, grads)
                 _accumulate_leaf(parent, grad, pass_, collected, owned)
+        if pending:
+            _count_down(node, pending)
         if not retain_graph:
             ctx.saved_tensors = ()
             node.freed = True
@@ -434,6 +470,35 @@ def run_backward(
         else:
             results.append(collected.get(id(t)))
     return results
+
+
+def _pending_edges(order: list[Node], boundary: dict[int, Tensor], pass_: _Pass
+                   ) -> dict[int, int]:
+    """For each leaf with a gradient-ready callback that this pass fills: the
+    number of edges from the pass's nodes into it."""
+    pending: dict[int, int] = {}
+    for node in order:
+        if id(node) in boundary or not node.needed:
+            continue
+        for parent in node.parents:
+            if (parent is not None and type(parent) is not Node
+                    and id(parent) in _GRADIENT_READY and pass_.fills_grad(parent)):
+                pending[id(parent)] = pending.get(id(parent), 0) + 1
+    return pending
+
+
+def _count_down(node: Node, pending: dict[int, int]) -> None:
+    """``node``'s backward is done: fire the callbacks of the leaves whose last
+    edge it was."""
+    for parent in node.parents:
+        key = id(parent)
+        if key in pending:
+            pending[key] -= 1
+            if pending[key] == 0:
+                del pending[key]
+                leaf, callbacks = _GRADIENT_READY[key]
+                for callback in list(callbacks):
+                    callback(leaf)
 
 
 class _Pass:

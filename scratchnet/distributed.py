@@ -37,12 +37,15 @@ The pieces, in the order a batch meets them:
   hooks (scratchnet.train.fit); evaluation is split across ranks and its counts
   added up, so every rank reports the numbers one process would.
 
-Overlap. torch's DDP launches a bucket's all_reduce from an autograd hook as soon
-as the last gradient in it is accumulated. scratchnet's tape has no such
-per-parameter signal (``autodiff.run_backward`` adds into ``.grad`` and moves
-on), so the reduce starts after the backward: all buckets are launched
-asynchronously, last layer first, and then waited for, so the transfers of one
-bucket overlap the others' (and their division by W), not the backward.
+Overlap. As torch's DDP launches a bucket's all_reduce from an autograd hook as
+soon as the last gradient in it is accumulated, scratchnet's wrapper registers
+:func:`scratchnet.autodiff.on_gradient_ready` on every parameter: once all of a
+bucket's parameters are final — the last layer's first — the bucket's
+all_reduce starts asynchronously while the backward goes on through the earlier
+layers. Buckets are always launched in one fixed order (a ready bucket waits
+for the ones before it), so every rank issues the same collectives in the same
+order even where a parameter gets no gradient on some rank;
+``synchronize_gradients`` launches whatever is left and waits for all.
 
 Failures. Every collective waits at most ``timeout`` seconds (``--dist-timeout``).
 A rank that dies breaks its connections, so the others' next collective fails at
@@ -56,6 +59,7 @@ one is whole, and ``--resume`` continues it with the same number of processes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -70,6 +74,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from scratchnet import autodiff
 from scratchnet.errors import OptionError, ScratchnetError
 from scratchnet.nn.modules.module import Module
 from scratchnet.nn.utils.flat import Bucket, FlatParameters
@@ -218,6 +223,10 @@ class DistributedDataParallel(Module):
         process_group: the group to average over (None: the default group).
         broadcast_buffers: before each forward, copy rank 0's buffers (BatchNorm's
             running statistics) to every rank, as torch's DDP does by default.
+        overlap: start each bucket's all_reduce during the backward, as soon as
+            its gradients are final (default); False: all after the backward.
+            With overlap, call ``synchronize_gradients`` after every backward
+            (accumulating two backwards first would add into buckets in flight).
 
     Attributes:
         module: the wrapped model; ``state_dict()`` keys are ``module.<name>``
@@ -228,7 +237,8 @@ class DistributedDataParallel(Module):
     """
 
     def __init__(self, module: Module, bucket_cap_mb: float = 25.0,
-                 process_group: Any = None, broadcast_buffers: bool = True) -> None:
+                 process_group: Any = None, broadcast_buffers: bool = True,
+                 overlap: bool = True) -> None:
         super().__init__()
         if not (dist.is_available() and dist.is_initialized()):
             raise OptionError("DistributedDataParallel: initialise the default "
@@ -248,7 +258,14 @@ class DistributedDataParallel(Module):
         bucket_numel = max(1, int(bucket_cap_mb * 2**20) // element_bytes)
         self.buckets: list[Bucket] = self.flat.buckets(bucket_numel)
         self._param_of_slot = {slot.name: param for slot, param in self.flat}
+        self._bucket_of_slot = {slot.name: index for index, bucket
+                                in enumerate(self.buckets) for slot in bucket.slots}
         self.steps_synchronized = 0
+        self.buckets_launched_in_backward = 0  # over all steps (overlap achieved)
+        self._reset_step()
+        self._ready_handles = [
+            autodiff.on_gradient_ready(param, functools.partial(self._on_ready, slot.name))
+            for slot, param in self.flat] if overlap else []
         self._broadcast_from_rank_0()
 
     def _broadcast_from_rank_0(self) -> None:
@@ -266,16 +283,40 @@ class DistributedDataParallel(Module):
             self._broadcast_buffers()
         return self.module(*inputs, **kwargs)
 
+    def _reset_step(self) -> None:
+        self._ready_slots: set[str] = set()
+        self._bucket_missing = [len(bucket.slots) for bucket in self.buckets]
+        self._next_bucket = 0  # buckets are launched in list order only
+        self._pending: list[Any] = []
+
+    def _on_ready(self, slot_name: str, _param: Any) -> None:
+        """A parameter's gradient is final in this backward: if that completes
+        its bucket (and the ones before it), start their all_reduce now."""
+        if slot_name in self._ready_slots:
+            return
+        self._ready_slots.add(slot_name)
+        self._bucket_missing[self._bucket_of_slot[slot_name]] -= 1
+        while (self._next_bucket < len(self.buckets)
+               and self._bucket_missing[self._next_bucket] == 0):
+            self._launch_next_bucket()
+            self.buckets_launched_in_backward += 1
+
+    def _launch_next_bucket(self) -> None:
+        bucket = self.buckets[self._next_bucket]
+        bucket_grads = self._collect_bucket(bucket)  # (bucket.numel,)
+        bucket_grads.div_(self.world_size)
+        self._pending.append(dist.all_reduce(bucket_grads, op=dist.ReduceOp.SUM,
+                                             group=self.process_group, async_op=True))
+        self._next_bucket += 1
+
     def synchronize_gradients(self) -> None:
-        """Average every ``.grad`` across the ranks (call after ``backward``)."""
-        pending = []
-        for bucket in self.buckets:
-            bucket_grads = self._collect_bucket(bucket)  # (bucket.numel,)
-            bucket_grads.div_(self.world_size)
-            pending.append(dist.all_reduce(bucket_grads, op=dist.ReduceOp.SUM,
-                                           group=self.process_group, async_op=True))
-        for work in pending:
+        """Average every ``.grad`` across the ranks (call after ``backward``):
+        start the buckets the backward did not, then wait for all."""
+        while self._next_bucket < len(self.buckets):
+            self._launch_next_bucket()
+        for work in self._pending:
             work.wait()
+        self._reset_step()
         self.steps_synchronized += 1
 
     def _collect_bucket(self, bucket: Bucket) -> torch.Tensor:

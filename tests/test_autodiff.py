@@ -372,3 +372,42 @@ def test_tape_tensors_are_tensors_with_no_torch_autograd_state():
     for t in (x, x * 2, (x * 2).sum()):
         assert isinstance(t, Tensor) and isinstance(t, torch.Tensor)
         assert not t.requires_grad and t.grad_fn is None
+
+
+# --------------------------------------------------------------------------------------
+# gradient-ready callbacks (what data-parallel training starts its all_reduce from)
+
+
+def test_gradient_ready_fires_once_per_leaf_after_its_last_contribution():
+    """Each watched parameter's callback fires once per backward, when its .grad
+    is final — the last layer's before the first layer's backward has run — and
+    a weight used twice fires only after both uses."""
+    model, _ = mlp_pair(5)
+    first, last = model[0], model[2]
+    events: list[tuple[str, torch.Tensor | None]] = []
+    handles = [
+        scratchnet.autodiff.on_gradient_ready(
+            p, lambda leaf, name=name: events.append((name, leaf.grad.clone())))
+        for name, p in model.named_parameters()]
+    x = seeded((3, 4), 6)
+    shared = nn.Linear(3, 3).double()
+    out = last(F.relu(first(x)))
+    loss = (shared(shared(out)) * 1.0).sum()
+    watched = scratchnet.autodiff.on_gradient_ready(
+        shared.weight, lambda leaf: events.append(("shared.weight", leaf.grad.clone())))
+    loss.backward()
+
+    names = [name for name, _ in events]
+    assert sorted(names) == sorted(["0.weight", "0.bias", "2.weight", "2.bias",
+                                    "shared.weight"]), names
+    assert names.index("2.weight") < names.index("0.weight"), names
+    params = {**dict(model.named_parameters()), "shared.weight": shared.weight}
+    for name, grad_then in events:  # the .grad seen by the callback is the final one
+        assert torch.equal(grad_then, params[name].grad), name
+
+    for handle in [*handles, watched]:
+        handle.remove()
+    events.clear()
+    model.zero_grad()
+    last(F.relu(first(x))).sum().backward()
+    assert events == [], "removed callbacks must not fire"

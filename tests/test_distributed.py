@@ -198,7 +198,10 @@ def test_wrapper_averages_into_the_flat_buffer(one_process_group):
     model = build_model("784-16-12-10").double()
     expected_model = build_model("784-16-12-10").double()
     expected_model.load_state_dict(model.state_dict())
-    ddp = DistributedDataParallel(model, bucket_cap_mb=200 * 8 / 2**20)  # 200 elements
+    # overlap=False: the gradients are gathered only in synchronize_gradients, so
+    # a .grad set to None after the backward is seen there (as zeros)
+    ddp = DistributedDataParallel(model, bucket_cap_mb=200 * 8 / 2**20,  # 200 elements
+                                  overlap=False)
     # last layer first; 10 + 120 + 12 elements fit in 200, 192 + 16 do not
     assert [[slot.name.removeprefix("linear_relu_stack.") for slot in bucket.slots]
             for bucket in ddp.buckets] == [["2.bias", "4.weight", "4.bias"],
@@ -218,6 +221,36 @@ def test_wrapper_averages_into_the_flat_buffer(one_process_group):
         assert torch.equal(param.grad, want), name
     assert ddp.flat.grads_attached() and ddp.steps_synchronized == 1
     assert "world_size=1" in repr(ddp)
+
+
+def test_buckets_start_during_the_backward(one_process_group):
+    """With overlap (the default) every bucket's all_reduce starts inside
+    loss.backward(), last layer first, before the first layer's backward has
+    run; the averaged gradients are the same as without overlap."""
+    from scratchnet import autodiff, nn
+
+    torch.manual_seed(0)
+    model = build_model("784-16-12-10").double()
+    reference = build_model("784-16-12-10").double()
+    reference.load_state_dict(model.state_dict())
+    ddp = DistributedDataParallel(model, bucket_cap_mb=200 * 8 / 2**20)
+    launched_when: list[int] = []
+    first_weight = model.linear_relu_stack[0].weight
+    handle = autodiff.on_gradient_ready(
+        first_weight, lambda _: launched_when.append(ddp._next_bucket))
+    x = torch.rand(8, 1, 28, 28, dtype=torch.float64)
+    y = torch.arange(8) % 10
+    nn.CrossEntropyLoss()(ddp(x), y).backward()
+    handle.remove()
+    # when the first layer's weight became final, the two buckets of the later
+    # layers had been started (its own bucket waits for 0.bias's, the next in
+    # order, which the same op's backward finishes a moment later)
+    assert launched_when == [2], launched_when
+    assert ddp.buckets_launched_in_backward == len(ddp.buckets) == 4
+    ddp.synchronize_gradients()
+    nn.CrossEntropyLoss()(reference(x), y).backward()
+    for param, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(param.grad, expected.grad)
 
 
 def test_wrapper_needs_a_process_group():
