@@ -39,6 +39,7 @@ import torch
 from scratchnet import nn
 from scratchnet.autodiff import Context, no_grad
 from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
+from scratchnet.nn.functional import vecmath
 from scratchnet.nn.functional.loss import CrossEntropy
 from scratchnet.nn.functional.softmax import Softmax
 from scratchnet.nn.utils.flat import FlatParameters
@@ -188,7 +189,8 @@ class _CrossEntropyStep:
 
 class _PlainCrossEntropyStep:
     """The same loss and fused backward with torch.exp / torch.log and plain
-    sums, into reused buffers (``FastTrainer(exact_loss=False)``):
+    row sums, into reused buffers (``FastTrainer(exact_loss=False)``); the batch
+    sum of the loss in torch's nll_loss order, as the tape's:
 
         log p = (z − max) − log Σ exp(z − max);  loss = −(1/B) Σ_i log p_{i,y_i}
         dz = p · (1/B), then − 1/B at each target: (p − onehot(y)) / B
@@ -207,13 +209,18 @@ class _PlainCrossEntropyStep:
         self.minus_inverse_batch = (-inverse_batch).expand(batch, 1).contiguous()  # (B, 1)
         self.inverse_batch = inverse_batch
         self.dz = like.new_empty(batch, classes)  # (B, C)
+        self.all_kept = torch.ones(batch, dtype=torch.bool)  # (B,) no ignore_index
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         shifted = z - z.amax(dim=1, keepdim=True)  # (B, C), max entry 0
         self.log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (B, C)
         self.target = y.unsqueeze(1)  # (B, 1)
-        picked = self.log_probs.gather(1, self.target)  # (B, 1) log p_{i,y_i}
-        return (-picked).sum() / z.shape[0]  # ()
+        loss_rows = -self.log_probs.gather(1, self.target).squeeze(1)  # (B,) −log p
+        if z.device.type == "cpu":  # summed in the order of torch's (and the tape's)
+            total = vecmath.nll_cascade_sum(loss_rows, self.all_kept)  # CPU nll_loss
+        else:
+            total = loss_rows.sum()
+        return total / z.shape[0]  # ()
 
     def backward(self) -> torch.Tensor:
         torch.exp(self.log_probs, out=self.dz)  # p, (B, C)

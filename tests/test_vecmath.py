@@ -154,3 +154,20 @@ def test_plain_torch_exp_is_not_enough() -> None:
     shifted = x - x.amax(1, keepdim=True)
     textbook = shifted - shifted.exp().sum(1, keepdim=True).log()
     assert _count_differences(textbook, torch.log_softmax(x, 1)) > 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(1, 300), classes=CLASSES, seed=st.integers(0, 2**31 - 1),
+       reduction=st.sampled_from(["mean", "sum"]), ignore_some=st.booleans())
+def test_cross_entropy_loss_value_bit_for_bit(rows, classes, seed, reduction,
+                                              ignore_some) -> None:
+    """The loss value too (log_softmax as torch's kernel, the batch summed in the
+    order of torch's nll_loss), with ignored rows."""
+    x = _logits(rows, classes, 4.0, seed)
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.randint(0, classes, (rows,), generator=gen)
+    if ignore_some:
+        target[torch.rand(rows, generator=gen) < 0.3] = -100
+    ours = F.cross_entropy(x, target, reduction=reduction)
+    expected = torch.nn.functional.cross_entropy(x, target, reduction=reduction)
+    assert torch.equal(plain(ours), expected) or (ours.isnan() and expected.isnan())

@@ -195,12 +195,26 @@ def _as_torch_kernel(input: torch.Tensor) -> bool:
 
 
 def _reduce(loss_rows: torch.Tensor, reduction: str, denominator: torch.Tensor | int,
-            out_shape: tuple[int, ...]) -> torch.Tensor:
-    """ℓ (M,) → 'none': ℓ reshaped to ``out_shape``; 'sum': Σ ℓ; 'mean': Σ ℓ / W."""
+            out_shape: tuple[int, ...], nll_kept: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """ℓ (M,) → 'none': ℓ reshaped to ``out_shape``; 'sum': Σ ℓ; 'mean': Σ ℓ / W.
+    ``nll_kept`` (the rows not ignored): sum in the order of torch's CPU
+    nll_loss (:func:`.vecmath.nll_cascade_sum`), so the loss value equals torch's
+    bit for bit; given only where that is the kernel torch runs."""
     if reduction == "none":
         return loss_rows.reshape(out_shape)
-    total = loss_rows.sum()
+    if nll_kept is not None:
+        total = vecmath.nll_cascade_sum(loss_rows, nll_kept)
+    else:
+        total = loss_rows.sum()
     return total if reduction == "sum" else total / denominator
+
+
+def _as_torch_nll_kernel(input: torch.Tensor, weight: torch.Tensor | None) -> bool:
+    """torch's CPU nll_loss (cascade summation, reproduced) is what reduces a
+    (C,) or (N, C) input without class weights (with them, its weighted
+    partial sums may be contracted to FMAs: not reproduced)."""
+    return input.dim() <= 2 and input.device.type == "cpu" and weight is None
 
 
 def _drows(dout: torch.Tensor, reduction: str, denominator: torch.Tensor | int
@@ -248,7 +262,11 @@ class CrossEntropy(Function):
         ctx.label_smoothing = label_smoothing
         ctx.input_shape = input.shape
         out_shape = input.shape[:1] + input.shape[2:] if input.dim() > 1 else ()
-        return _reduce(loss_rows, reduction, denominator, out_shape)
+        nll_kept = None
+        if (not ctx.probability_targets and label_smoothing == 0
+                and _as_torch_nll_kernel(input, weight)):
+            nll_kept = cache[1]  # (M,) rows not ignored
+        return _reduce(loss_rows, reduction, denominator, out_shape, nll_kept)
 
     @staticmethod
     def backward(ctx: Context, dout: torch.Tensor) -> tuple:
@@ -446,7 +464,8 @@ class NLLLoss(Function):
         ctx.reduction = reduction
         ctx.input_shape = input.shape
         out_shape = input.shape[:1] + input.shape[2:] if input.dim() > 1 else ()
-        return _reduce(loss_rows, reduction, denominator, out_shape)
+        nll_kept = kept if _as_torch_nll_kernel(input, weight) else None
+        return _reduce(loss_rows, reduction, denominator, out_shape, nll_kept)
 
     @staticmethod
     def backward(ctx: Context, dout: torch.Tensor) -> tuple:

@@ -27,6 +27,9 @@ What is reproduced, for float32 on such a CPU
 - :func:`lane_sum` — ``vec::map_reduce_all``'s order: the row in chunks of L = 8
   lanes added chunk by chunk, the last chunk padded with zeros, then the lanes
   folded in halves (a row shorter than 8: left to right).
+- :func:`nll_cascade_sum` — the order in which torch's CPU ``nll_loss`` sums a
+  batch into the loss value (plain scalar code: the same on every CPU, in
+  float32 and float64).
 
 Not reproduced: torch's softmax *backward* with one thread or one row per
 thread sums in yet another order (measured), so it matches there only to the
@@ -224,3 +227,47 @@ def lane_sum(x: torch.Tensor) -> torch.Tensor:
         half = acc.shape[-1] // 2
         acc = acc[..., :half] + acc[..., half:]
     return torch.from_numpy(np.ascontiguousarray(acc))  # (*, 1)
+
+
+def nll_cascade_sum(loss_rows: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Σ of ``loss_rows`` over the ``kept`` rows in the order of aten's CPU
+    ``nll_loss`` forward (aten/src/ATen/native/LossNLL.cpp), which every
+    cross-entropy with class indices ends in: eight levels of partial sums;
+    each kept row b is added into level 0, and then, while b's next ``power``
+    bits are all zero, level j is added into level j + 1 and cleared
+    (``power`` = max(4, ⌈log2 B⌉ // 8): with B = 64, level 0 is flushed after
+    rows 0, 16, 32 and 48); at the end the levels are added up from level 0.
+    An ignored row is skipped, flush included. (M,) → () in the rows' dtype.
+
+    Level 0 is 0 after every flush, so its run between two flushes is a left-to-
+    right running sum (``np.add.accumulate``); the flushes are a few scalar adds.
+    """
+    rows = loss_rows.detach().cpu().numpy()
+    kept_rows = kept.detach().cpu().numpy()
+    count = rows.shape[0]
+    levels = 8
+    power = max(4, (max(count, 1) - 1).bit_length() // levels)
+    mask = (1 << power) - 1
+    zero = rows.dtype.type(0)
+    partial = [zero] * levels
+    start = 0
+    while start < count:
+        # the next row after which level 0 is flushed: b & mask == 0 and b kept
+        flush = start if start & mask == 0 else (start | mask) + 1
+        while flush < count and not kept_rows[flush]:
+            flush += 1 + mask  # an ignored row does not flush; try the next
+        end = min(flush, count - 1)
+        run = rows[start:end + 1][kept_rows[start:end + 1]]
+        if run.size:
+            partial[0] = np.add.accumulate(np.concatenate(([partial[0]], run)))[-1]
+        if flush < count:
+            for j in range(levels - 1):
+                if flush & (mask << (j * power)):
+                    break
+                partial[j + 1] = partial[j + 1] + partial[j]
+                partial[j] = zero
+        start = end + 1
+    total = zero
+    for level_sum in partial:
+        total = total + level_sum
+    return torch.tensor(total, dtype=loss_rows.dtype)
