@@ -28,6 +28,7 @@ module those names are the wrappers, not Python's built-ins.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -493,6 +494,81 @@ class Mean(Function):
         return dx.to(ctx.input_dtype), None, None, None
 
 
+class Extreme(Function):
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor, largest: bool) -> torch.Tensor:
+        """out = max x (or min x) over all elements"""
+        out = x.max() if largest else x.min()  # ()
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Context, dout: torch.Tensor) -> tuple:
+        """∂out/∂x_i = 1 at the extreme element; where k elements tie, torch
+        shares the gradient evenly between them: dx = dout · [x = out] / k."""
+        x, out = ctx.saved_tensors
+        is_extreme = (x == out).to(x.dtype)  # (*) 1 at the ties
+        return is_extreme * (dout / is_extreme.sum()), None
+
+
+class ExtremeAlongDim(Function):
+    @staticmethod
+    def forward(ctx: Context, x: torch.Tensor, dim: int, keepdim: bool,
+                indices: torch.Tensor) -> torch.Tensor:
+        """out = x at ``indices`` along ``dim``: the values of torch.max / torch.min
+        (x, dim), whose indices the caller computed (they carry no gradient)"""
+        dim = dim % builtins.max(x.dim(), 1)
+        index = indices if keepdim or x.dim() == 0 else indices.unsqueeze(dim)
+        ctx.save_for_backward(index)
+        ctx.input_shape, ctx.dim, ctx.keepdim = x.shape, dim, keepdim
+        out = x.gather(dim, index) if x.dim() else x.clone()  # keepdim shape
+        return out if keepdim or x.dim() == 0 else out.squeeze(dim)
+
+    @staticmethod
+    def backward(ctx: Context, dout: torch.Tensor) -> tuple:
+        """Only the selected element of each slice moved out: dx is dout scattered
+        back to its index along dim, zero elsewhere (one index per slice, ties
+        not shared: torch's value_selecting_reduction_backward)."""
+        (index,) = ctx.saved_tensors
+        if len(ctx.input_shape) == 0:
+            return dout.clone(), None, None, None
+        if not ctx.keepdim:
+            dout = dout.unsqueeze(ctx.dim)
+        dx = dout.new_zeros(ctx.input_shape).scatter(ctx.dim, index, dout)
+        return dx, None, None, None
+
+
+def _extreme(input: torch.Tensor, largest: bool, dim: Any = None, keepdim: bool = False,
+             **kwargs: Any) -> Any:
+    """torch.max / torch.min: of all elements, or (values, indices) along ``dim``;
+    with a tensor as second argument (the elementwise maximum) there is no
+    scratchnet backward."""
+    name = "max" if largest else "min"
+    dim = kwargs.pop("dim", dim)
+    if isinstance(dim, torch.Tensor) or kwargs:
+        raise _not_differentiable(f"torch.{name} with a tensor or out= argument")
+    if dim is None:
+        return Extreme.apply(input, largest)
+    x = plain(input)
+    torch_op = torch.max if largest else torch.min
+    indices = torch_op(x, dim, keepdim).indices
+    values = ExtremeAlongDim.apply(input, dim, keepdim, indices)
+    return_type = torch.return_types.max if largest else torch.return_types.min
+    return return_type((values, indices))
+
+
+def max(input: torch.Tensor, dim: Any = None, keepdim: bool = False,  # noqa: A001
+        **kwargs: Any) -> Any:
+    """torch.max(x) or torch.max(x, dim, keepdim) → (values, indices)."""
+    return _extreme(input, True, dim, keepdim, **kwargs)
+
+
+def min(input: torch.Tensor, dim: Any = None, keepdim: bool = False,  # noqa: A001
+        **kwargs: Any) -> Any:
+    """torch.min(x) or torch.min(x, dim, keepdim) → (values, indices)."""
+    return _extreme(input, False, dim, keepdim, **kwargs)
+
+
 # --------------------------------------------------------------------------------------
 # moving elements: permute, indexing, copies, dtype casts (reshapes: nn.functional.shape)
 
@@ -813,11 +889,11 @@ class Var(Function):
         count = 1
         for d in dims:
             count *= x.shape[d]
-        var = (centred * centred).sum(dim=dims, keepdim=True) / max(count - correction, 0)
+        var = (centred * centred).sum(dim=dims, keepdim=True) / builtins.max(count - correction, 0)
         out = var.sqrt() if take_sqrt else var  # dims of size 1
         ctx.save_for_backward(centred, out)
         ctx.dims, ctx.keepdim, ctx.take_sqrt = dims, keepdim, take_sqrt
-        ctx.denominator = max(count - correction, 0)
+        ctx.denominator = builtins.max(count - correction, 0)
         return out if keepdim else out.squeeze(dims) if dims else out
 
     @staticmethod
@@ -1085,6 +1161,8 @@ _REPLACEMENTS: list[tuple[Any, tuple[Any, ...]]] = [
     (mean, (torch.mean, _T.mean)),
     (var, (torch.var, _T.var)),
     (std, (torch.std, _T.std)),
+    (max, (torch.max, _T.max)),
+    (min, (torch.min, _T.min)),
     (view, (_T.view,)),
     (reshape, (torch.reshape, _T.reshape)),
     (view_as, (_T.view_as, _T.reshape_as)),

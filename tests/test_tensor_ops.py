@@ -239,6 +239,11 @@ REDUCTIONS = [
     Case("x.std()", lambda x: x.std(), spread),
     Case("torch.std(x, -1, keepdim=True)", lambda x: torch.std(x, -1, keepdim=True), spread),
     Case("x.std(unbiased=False)", lambda x: x.std(unbiased=False), spread),
+    Case("x.max()", lambda x: x.max(), MIN1),
+    Case("torch.min(x)", lambda x: torch.min(x), MIN1),
+    Case("torch.max(x, 1).values", lambda x: torch.max(x, 1).values, MIN2),
+    Case("x.min(0, keepdim=True)[0]", lambda x: x.min(0, keepdim=True)[0], MIN1),
+    Case("x.max(dim=-1).values * 2", lambda x: x.max(dim=-1).values * 2, MIN1),
 ]
 
 REARRANGING = [
@@ -389,7 +394,7 @@ def test_no_grad_gives_plain_tensors():
 
 @pytest.mark.parametrize("name, expression", [
     ("torch.cumsum", lambda x: torch.cumsum(x, 0)),
-    ("x.max()", lambda x: x.max()),
+    ("torch.max(x, y), the elementwise maximum", lambda x: torch.max(x, x * 2)),
     ("torch.cat", lambda x: torch.cat([x, x])),
     ("torch.nn.functional.relu", lambda x: torch.nn.functional.relu(x)),
     ("x ** tensor", lambda x: x ** x),
