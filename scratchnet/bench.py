@@ -124,7 +124,32 @@ def _median_ms(seconds: list[float]) -> float:
 # the sides: each runs one step as phases (forward, backward, optimizer) or whole
 
 
-class _TorchSide:
+class _LoopSide:
+    """A side trained by the seed's loop: zero_grad, loss(run_model(x), y),
+    backward, optimizer.step(). Subclasses set model, run_model, optimizer,
+    loss_fn."""
+
+    def phases(self, x: torch.Tensor, y: torch.Tensor, clock: Callable[[], float]
+               ) -> tuple[float, float, float]:
+        self.optimizer.zero_grad()
+        start = clock()
+        loss = self.loss_fn(self.run_model(x), y)
+        after_forward = clock()
+        loss.backward()
+        after_backward = clock()
+        self.optimizer.step()
+        end = clock()
+        return after_forward - start, after_backward - after_forward, end - after_backward
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.run_model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+class _TorchSide(_LoopSide):
     """torch.nn + torch.optim.Adam (default, fused) or a torch.compile'd model."""
 
     def __init__(self, model: torch.nn.Module, fused: bool, compiled: bool,
@@ -135,55 +160,17 @@ class _TorchSide:
                                           fused=True if fused else None)
         self.loss_fn = torch.nn.CrossEntropyLoss()
 
-    def phases(self, x: torch.Tensor, y: torch.Tensor, clock: Callable[[], float]
-               ) -> tuple[float, float, float]:
-        self.optimizer.zero_grad()
-        start = clock()
-        loss = self.loss_fn(self.run_model(x), y)
-        after_forward = clock()
-        loss.backward()
-        after_backward = clock()
-        self.optimizer.step()
-        end = clock()
-        return after_forward - start, after_backward - after_forward, end - after_backward
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad()
-        loss = self.loss_fn(self.run_model(x), y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-
-class _TapeSide:
+class _TapeSide(_LoopSide):
     """scratchnet.nn + scratchnet.optim.Adam through the tape (the seed's loop)."""
 
     def __init__(self, model: Any, lr: float) -> None:
         import scratchnet.nn
         import scratchnet.optim
 
-        self.model = model
+        self.model = self.run_model = model
         self.optimizer = scratchnet.optim.Adam(model.parameters(), lr=lr)
         self.loss_fn = scratchnet.nn.CrossEntropyLoss()
-
-    def phases(self, x: torch.Tensor, y: torch.Tensor, clock: Callable[[], float]
-               ) -> tuple[float, float, float]:
-        self.optimizer.zero_grad()
-        start = clock()
-        loss = self.loss_fn(self.model(x), y)
-        after_forward = clock()
-        loss.backward()
-        after_backward = clock()
-        self.optimizer.step()
-        end = clock()
-        return after_forward - start, after_backward - after_forward, end - after_backward
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.optimizer.zero_grad()
-        loss = self.loss_fn(self.model(x), y)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
 
     def load_from(self, peer: _TorchSide) -> None:
         self.model.load_state_dict(peer.model.state_dict())

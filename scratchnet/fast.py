@@ -41,7 +41,7 @@ from scratchnet.autodiff import Context, no_grad
 from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
 from scratchnet.nn.functional import vecmath
 from scratchnet.nn.functional.loss import CrossEntropy
-from scratchnet.nn.functional.softmax import Softmax
+from scratchnet.nn.functional.softmax import Softmax, log_softmax_values
 from scratchnet.nn.utils.flat import FlatParameters
 
 # --------------------------------------------------------------------------------------
@@ -212,8 +212,7 @@ class _PlainCrossEntropyStep:
         self.all_kept = torch.ones(batch, dtype=torch.bool)  # (B,) no ignore_index
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        shifted = z - z.amax(dim=1, keepdim=True)  # (B, C), max entry 0
-        self.log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (B, C)
+        self.log_probs = log_softmax_values(z, 1, as_torch_kernel=False)  # (B, C)
         self.target = y.unsqueeze(1)  # (B, 1)
         loss_rows = -self.log_probs.gather(1, self.target).squeeze(1)  # (B,) −log p
         if z.device.type == "cpu":  # summed in the order of torch's (and the tape's)

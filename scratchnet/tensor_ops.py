@@ -544,7 +544,6 @@ def _extreme(input: torch.Tensor, largest: bool, dim: Any = None, keepdim: bool 
     with a tensor as second argument (the elementwise maximum) there is no
     scratchnet backward."""
     name = "max" if largest else "min"
-    dim = kwargs.pop("dim", dim)
     if isinstance(dim, torch.Tensor) or kwargs:
         raise _not_differentiable(f"torch.{name} with a tensor or out= argument")
     if dim is None:

@@ -42,6 +42,10 @@ from scratchnet.errors import (
     check_tensor,
 )
 from scratchnet.nn.functional import vecmath
+from scratchnet.nn.functional.softmax import (
+    log_softmax_backward_values,
+    log_softmax_values,
+)
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -175,19 +179,6 @@ def _unrows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return rows.reshape(moved).movedim(-1, 1)  # (N, C, d1..dK)
 
 
-def _log_softmax_rows(logits: torch.Tensor, as_torch_kernel: bool) -> torch.Tensor:
-    """log p_ic = x_ic − max_c x − log Σ_c exp(x_ic − max_c x): the max is
-    subtracted first so that exp never overflows (logits up to 1e30 stay finite).
-    ``as_torch_kernel``: with the exp, log and summation order of torch's float32
-    CPU kernel (:mod:`.vecmath`), which is what torch runs when the classes are the
-    input's last dim."""
-    shifted = logits - logits.amax(dim=1, keepdim=True)  # (M, C)
-    if as_torch_kernel:
-        exp_sum = vecmath.lane_sum(vecmath.sleef_expf(shifted))  # (M, 1)
-        return shifted - vecmath.sleef_logf(exp_sum)  # (M, C)
-    return shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (M, C)
-
-
 def _as_torch_kernel(input: torch.Tensor) -> bool:
     """torch's log_softmax runs its last-dim kernel (reproduced bit for bit by
     :mod:`.vecmath` for float32 on CPU) when the class dim is the last: (C,), (N, C)."""
@@ -247,7 +238,7 @@ class CrossEntropy(Function):
             W   = M
         """
         ctx.as_torch_kernel = _as_torch_kernel(input)
-        log_probs = _log_softmax_rows(_rows(input), ctx.as_torch_kernel)  # (M, C)
+        log_probs = log_softmax_values(_rows(input), 1, ctx.as_torch_kernel)  # (M, C)
         if target.is_floating_point():
             loss_rows, denominator, cache = _probability_loss_rows(
                 log_probs, _rows(target), weight, label_smoothing)
@@ -301,13 +292,8 @@ class CrossEntropy(Function):
         else:
             dlog_probs = _class_index_dlog_probs(log_probs.shape, weight, cache, dout,
                                                  ctx)  # (M, C)
-        if ctx.as_torch_kernel:  # torch's kernel: one FMA, dlog_p + (−p) · Σ dlog_p
-            total = vecmath.lane_sum(dlog_probs)  # (M, 1)
-            dlogits = vecmath.fma(-vecmath.sleef_expf(log_probs),
-                                  total.expand_as(log_probs), dlog_probs)  # (M, C)
-        else:
-            probs = log_probs.exp()  # (M, C)
-            dlogits = dlog_probs - probs * dlog_probs.sum(dim=1, keepdim=True)
+        dlogits = log_softmax_backward_values(log_probs, dlog_probs, 1,
+                                              ctx.as_torch_kernel)  # (M, C)
         return _unrows(dlogits, ctx.input_shape), None, None, None, None, None
 
 

@@ -129,6 +129,34 @@ def softmax(x: torch.Tensor, dim: int | None = None, _stacklevel: int = 3,
     return Softmax.apply(x, dim, dtype)
 
 
+def log_softmax_values(x: torch.Tensor, dim: int, as_torch_kernel: bool
+                       ) -> torch.Tensor:
+    """(x − max) − log Σ exp(x − max) along ``dim`` (x non-empty), in aten's order
+    (the shifted logit first, then log Σ, which is ≥ 0 and small).
+    ``as_torch_kernel`` (dim the last): with the exp, log and summation order of
+    torch's float32 CPU kernel (:mod:`.vecmath`). The forward of
+    :class:`LogSoftmax` and of cross_entropy."""
+    shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
+    if as_torch_kernel:
+        exp_sum = vecmath.lane_sum(vecmath.sleef_expf(shifted))
+        log_sum = vecmath.sleef_logf(exp_sum)  # (*) with dim of size 1
+    else:
+        log_sum = shifted.exp().sum(dim=dim, keepdim=True).log()
+    return shifted - log_sum  # (*)
+
+
+def log_softmax_backward_values(out: torch.Tensor, dout: torch.Tensor, dim: int,
+                                as_torch_kernel: bool) -> torch.Tensor:
+    """dx = dout − exp(out) · Σ_dim dout, from the saved output, as torch's
+    log_softmax backward computes it (with ``as_torch_kernel``: one fused
+    multiply-add, dout + (−exp(out)) · Σ dout, in the kernel's arithmetic). The
+    backward of :class:`LogSoftmax` and the second half of cross_entropy's."""
+    if as_torch_kernel:
+        total = vecmath.lane_sum(dout)  # dim of size 1
+        return vecmath.fma(-vecmath.sleef_expf(out), total.expand_as(out), dout)
+    return dout - out.exp() * dout.sum(dim=dim, keepdim=True)  # (*)
+
+
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx: Context, x: torch.Tensor, dim: int,
@@ -142,16 +170,8 @@ class LogSoftmax(Function):
         ctx.dim = dim
         if dtype is not None:
             x = x.to(dtype)
-        if x.numel() == 0:
-            out = torch.empty_like(x)
-        else:
-            shifted = x - x.amax(dim=dim, keepdim=True)  # (*), max entry 0
-            if _as_torch_kernel(x, dim):
-                exp_sum = vecmath.lane_sum(vecmath.sleef_expf(shifted))
-                log_sum = vecmath.sleef_logf(exp_sum)  # (*) with dim of size 1
-            else:
-                log_sum = shifted.exp().sum(dim=dim, keepdim=True).log()
-            out = shifted - log_sum  # (*)
+        out = torch.empty_like(x) if x.numel() == 0 else log_softmax_values(
+            x, dim, _as_torch_kernel(x, dim))  # (*)
         ctx.save_for_backward(out)
         return out
 
@@ -164,13 +184,7 @@ class LogSoftmax(Function):
         as torch's log_softmax backward computes it, from the saved output.
         """
         (out,) = ctx.saved_tensors  # (*)
-        if _as_torch_kernel(out, ctx.dim):
-            # torch's kernel: one fused multiply-add, dout + (−exp(out)) · Σ dout
-            total = vecmath.lane_sum(dout)  # dim of size 1
-            dx = vecmath.fma(-vecmath.sleef_expf(out), total.expand_as(out), dout)
-        else:
-            total = dout.sum(dim=ctx.dim, keepdim=True)
-            dx = dout - out.exp() * total  # (*)
+        dx = log_softmax_backward_values(out, dout, ctx.dim, _as_torch_kernel(out, ctx.dim))
         return dx.to(ctx.input_dtype), None, None
 
 
