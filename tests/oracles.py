@@ -15,7 +15,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -23,6 +24,18 @@ import scratchnet
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 DTYPES = [torch.float32, torch.float64]
+
+
+@contextlib.contextmanager
+def num_threads(threads: int) -> Iterator[None]:
+    """torch.set_num_threads(threads) for the block, then the count before (some
+    of torch's CPU kernels sum in an order that depends on the thread count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def device_params():

@@ -14,11 +14,13 @@ from hypothesis import strategies as st
 import scratchnet
 from scratchnet import nn
 from scratchnet.errors import OptionError, ShapeError
+from scratchnet.nn.functional import batchnorm
 from tests.oracles import (
     assert_close_to_finite_differences,
     assert_parity,
     device_params,
     finite_difference_vjp,
+    num_threads,
 )
 from tests.strategies import dtypes, scales, seeded
 
@@ -147,12 +149,12 @@ def test_cumulative_average_is_the_mean_of_the_batch_statistics(shape, steps, se
 def test_float32_far_from_zero_is_closer_to_the_truth_than_torch():
     """A float32 channel whose mean is far from zero against its spread
     (|μ|/σ ≈ 65 here) is ill-conditioned: x − μ keeps only log2(σ/(ε|μ|)) bits,
-    so any rounding of μ is magnified 65 times. torch's (N, C) kernel sums the
-    batch in float32 (per-thread partial sums); scratchnet sums in float64 as
-    torch's (N, C, L) kernel does. The two then differ by up to ~9e-5 in dx —
-    beyond the float32 tolerance — so the property test keeps float32 inputs
-    centred and this case is checked against the float64 truth instead
-    (measured: max |error| in dx 2.9e-5 for scratchnet, 5.9e-5 for torch)."""
+    so any rounding of μ is magnified 65 times, and two ways of summing the
+    batch differ by up to ~9e-5 in dx — beyond the float32 tolerance. So the
+    property test keeps float32 inputs centred, and this case is checked against
+    the float64 truth. scratchnet now sums as torch's (N, C) kernel does
+    (per-thread float32 partial sums), so on torch's AVX2 / AVX-512 builds the
+    two errors are equal (5.9e-5 in dx; summing in float64 gave 2.9e-5)."""
     shape, seed = (3, 4), 1295  # found by hypothesis: channel 3 has σ = 0.077
     x = seeded(shape, seed + 2, torch.float32) + 5
     dout = seeded(shape, seed + 3, torch.float32)
@@ -171,6 +173,86 @@ def test_float32_far_from_zero_is_closer_to_the_truth_than_torch():
         torch_error = (results["torch"][i] - truth).abs().max().item()
         assert ours_error <= torch_error, f"{what}: {ours_error:.2e} > {torch_error:.2e}"
         assert ours_error < 1e-5 * 65, f"{what}: beyond ε32 · |μ|/σ"
+
+
+# ---------------------------------------------------------- float32: torch's bits
+
+bit_for_bit = pytest.mark.skipif(
+    torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+    reason="torch's float32 CPU batch norm is reproduced (measured) on its AVX2 / "
+           "AVX-512 kernels")
+
+
+@bit_for_bit
+def test_running_mean_of_the_falsifying_example_is_torchs():
+    """Found by hypothesis at 2 threads: float32 (3, 5) at scale 1e4, two steps.
+    torch's (N, C) kernel sums each thread's rows in float32 (rows 0–1, then 2)
+    and adds the two partial sums in double; summing the batch in float64 left
+    running_mean 9e-5 (24 ulps) from torch's on −42.33 after step 2."""
+    shape, seed = (3, 5), 809
+    ours, ref = layer_pair(shape[1], torch.float32, "cpu", seed, momentum=0.1, eps=1e-5,
+                           affine=False, track_running_stats=True)
+    with num_threads(2):
+        for step in range(2):
+            x = seeded(shape, seed + 10 * step + 2, torch.float32, 1e4)
+            dout = seeded(shape, seed + 10 * step + 3, torch.float32)
+            ours(scratchnet.leaf(x.clone())).backward(dout)
+            ref(x.clone().requires_grad_(True)).backward(dout)
+            assert torch.equal(ours.running_mean, ref.running_mean), f"step {step}"
+            assert torch.equal(ours.running_var, ref.running_var), f"step {step}"
+
+
+@bit_for_bit
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 3), (2, 20), (3, 5), (5, 17), (64, 20)])
+def test_float32_forward_statistics_are_torchs_bit_for_bit(threads, shape):
+    """μ and 1/√(σ² + eps) of an (N, C) batch, with N ≤ and > the thread count:
+    torch's kernel takes three paths (N > threads: per-thread float32 sums; N ≤
+    threads: one float32 pass, or with C > 16 a double per channel). Then the
+    output and the running statistics built from them."""
+    x = seeded(shape, 7, torch.float32, 1e4) + 3e4  # (N, C), sums far from exact
+    running = (seeded((shape[1],), 8, torch.float32),
+               seeded((shape[1],), 9).abs().float())  # running_mean, running_var
+    with num_threads(threads):
+        mean, var_sum = batchnorm._stats_cpu(x.view(*shape, 1))
+        invstd = batchnorm._invstd_cpu(var_sum, shape[0], 1e-5)
+        _, ref_mean, ref_invstd = torch.native_batch_norm(x, None, None, None, None,
+                                                          True, 0.1, 1e-5)
+        ours_buffers = [b.clone() for b in running]
+        ref_buffers = [b.clone() for b in running]
+        out = F.batch_norm(x, *ours_buffers, training=True, momentum=0.3)
+        out_ref = torch.nn.functional.batch_norm(x, *ref_buffers, training=True,
+                                                 momentum=0.3)
+    assert torch.equal(mean, ref_mean)
+    assert torch.equal(invstd, ref_invstd)
+    assert torch.equal(out, out_ref)
+    for name, a, b in zip(("running_mean", "running_var"), ours_buffers, ref_buffers,
+                          strict=True):
+        assert torch.equal(a, b), name
+
+
+@bit_for_bit
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("shape", [(5, 3), (9, 19), (2, 4, 3), (3, 5, 8), (2, 3, 21)])
+def test_float32_gradients_are_torchs_bit_for_bit(training, shape):
+    """dx, dweight and dbias of the (N, C) kernel (per-thread sums; C = 19: a
+    partial last vector of channels) and of the (N, C, L) one (L < 8 summed left
+    to right, L ≥ 8 in lanes, L = 21 with a partial last vector)."""
+    channels = shape[1]
+    x = seeded(shape, 1, torch.float32, 10.0) + 20
+    dout = seeded(shape, 2, torch.float32)
+    weight = seeded((channels,), 3, torch.float32)
+    bias = seeded((channels,), 4, torch.float32)
+    running_mean = seeded((channels,), 5, torch.float32, 10.0) + 20
+    running_var = seeded((channels,), 6, torch.float32).abs() * 100
+    leaves = [scratchnet.leaf(t.clone()) for t in (x, weight, bias)]
+    refs = [t.clone().requires_grad_(True) for t in (x, weight, bias)]
+    F.batch_norm(leaves[0], running_mean.clone(), running_var.clone(), leaves[1],
+                 leaves[2], training).backward(dout)
+    torch.nn.functional.batch_norm(refs[0], running_mean.clone(), running_var.clone(),
+                                   refs[1], refs[2], training).backward(dout)
+    for name, ours, ref in zip(("dx", "dweight", "dbias"), leaves, refs, strict=True):
+        assert torch.equal(ours.grad, ref.grad), name
 
 
 # ---------------------------------------------------------- central differences

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import scratchnet.bench as bench
 from scratchnet.bench import BenchConfig, BenchmarkError, run_benchmark, write_results
@@ -18,6 +19,7 @@ from scratchnet.cli import build_parser
 def _tiny(**overrides) -> BenchConfig:
     values = {"name": "tiny", "models": ("784-16-10",), "batches": (1, 3), "repeats": 3,
               "warmup": 1, "budget_s": 0.5, "threads": 1, "compile": False,
+              "state_warmup_steps": 3,
               "epoch": False, "memory": False, "data": "synthetic"}
     values.update(overrides)
     return BenchConfig(**values)
@@ -29,6 +31,8 @@ def test_tiny_run_writes_json_and_markdown_of_the_documented_structure(tmp_path)
     loaded = json.loads(json_path.read_text())
     assert loaded["name"] == "tiny"
     assert {"cpu_model", "threads", "torch", "torch_config"} <= set(loaded["machine"])
+    warm = loaded["warm_state"]["784-16-10"]
+    assert warm["steps"] == 3 and set(warm["subnormal_share"]) == {"exp_avg", "exp_avg_sq"}
     cells = loaded["cells"]
     assert [(c["batch"], c["denormals_flushed"]) for c in cells] == [
         (1, False), (3, False), (1, True), (3, True)]
@@ -46,6 +50,22 @@ def test_tiny_run_writes_json_and_markdown_of_the_documented_structure(tmp_path)
     table = md_path.read_text()
     assert "| 784-16-10 | 3 | flushed | fast |" in table
     assert "*floor*" in table
+
+
+def test_every_side_starts_from_the_warm_state():
+    """All sides take torch.nn's weights and Adam state after the warm-up steps
+    (not the initial weights): same values, and Adam's step counter carried on."""
+    config = _tiny()
+    model_state, optimizer_state, _ = bench.warm_start(config, "784-16-10")
+    sides = bench._make_sides(config, "784-16-10", 3, only=("torch_fused", "tape", "fast"))
+    for name, side in sides.items():
+        for key, value in side.model.state_dict().items():
+            assert torch.equal(value.as_subclass(torch.Tensor), model_state[key]), (
+                f"{name}: {key}")
+        steps = {float(state["step"]) for state in side.optimizer.state.values()}
+        assert steps == {3.0}, f"{name}: Adam steps {steps}"
+    # load_state_dict takes the saved groups' options; the fused side stays fused
+    assert sides["torch_fused"].optimizer.param_groups[0]["fused"] is True
 
 
 def test_a_wrong_scratchnet_model_fails_the_correctness_check(monkeypatch):
@@ -69,3 +89,28 @@ def test_command_line_options_reach_the_config():
     assert config.denormals == (True,) and config.data == "synthetic"
     assert config.memory is False and config.compile is False  # --quick: no compile
     assert config.name == "x"
+
+
+def test_summary_of_several_runs_takes_the_median_and_range(tmp_path):
+    """benchmarks/summarize.py: per side and cell, the median over runs and the
+    smallest and largest value."""
+    import copy
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "summarize.py"
+    spec = importlib.util.spec_from_file_location("summarize", path)
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    run = {"cells": [{"model": "m", "batch": 64, "denormals_flushed": False,
+                      "sides": {"fast": {"step_ms": 1.0}},
+                      "ratios": {"fast": {"vs_torch": 0.5, "vs_floor": 1.1}}}]}
+    paths = []
+    for i, step in enumerate((1.0, 3.0, 2.0)):
+        changed = copy.deepcopy(run)
+        changed["cells"][0]["sides"]["fast"]["step_ms"] = step
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(changed))
+    table = summarize.markdown(summarize.collect(paths), len(paths))
+    assert "Median over 3 runs" in table
+    assert "| m | 64 | kept | fast | 2.00 (1.00–3.00) | 0.50 (0.50–0.50) |" in table

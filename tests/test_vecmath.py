@@ -5,7 +5,7 @@ cross-entropy equal to torch's bit for bit (forward and backward).
 The claim is exact equality (torch.equal), not a tolerance: it is what keeps a
 float32 training run on scratchnet on the same trajectory as torch.nn's
 (README, "float32: the same run, bit for bit"). These tests skip where torch's
-kernels are not the AVX2 ones the emulation was measured against (see
+kernels are not the AVX2 or AVX-512 ones the emulation was measured against (see
 vecmath.simd_lanes), since there scratchnet falls back to torch.exp/log and the
 usual float32 tolerance applies.
 """
@@ -24,9 +24,12 @@ import scratchnet
 import scratchnet.nn.functional as F
 from scratchnet.autodiff import plain
 from scratchnet.nn.functional import vecmath
+from tests.oracles import num_threads
 
-pytestmark = pytest.mark.skipif(vecmath.simd_lanes() is None,
-                                reason="torch's CPU kernels here are not the AVX2 ones emulated")
+pytestmark = pytest.mark.skipif(
+    vecmath.simd_lanes() is None,
+    reason="torch's CPU kernels here are not the AVX2 / AVX-512 ones emulated")
+AVX512 = vecmath.simd_lanes() == 16
 
 ROWS = st.integers(1, 70)
 CLASSES = st.sampled_from([1, 2, 3, 5, 7, 8, 9, 10, 15, 16, 17, 31, 33, 64, 100, 1000])
@@ -122,11 +125,12 @@ def test_log_softmax_and_softmax_bit_for_bit(rows, classes, scale, seed) -> None
         out_ref.backward(dout)
         name = torch_fn.__name__
         assert _count_differences(out, out_ref.detach()) == 0, f"{name} forward"
-        if torch_fn is torch.softmax:
-            # torch's own softmax backward is not one function of its inputs: with
-            # one thread, or one row per thread, it sums Σ dout·out in another order
-            # (measured), so bit equality is not a fixed target; the float32
-            # tolerance applies (scratchnet follows the multi-row, multi-thread order)
+        if torch_fn is torch.softmax and not AVX512:
+            # on AVX2 torch's softmax backward is not one function of its inputs:
+            # with one thread, or one row per thread, it sums Σ dout·out in another
+            # order (measured, not reproduced there), so bit equality is not a fixed
+            # target; the float32 tolerance applies (scratchnet follows the multi-row,
+            # multi-thread order). On AVX-512 both orders are reproduced.
             torch.testing.assert_close(x_ours.grad, x_ref.grad)
             continue
         assert _count_differences(x_ours.grad, x_ref.grad) == 0, f"{name} backward"
@@ -145,6 +149,39 @@ def test_cross_entropy_gradient_bit_for_bit(rows, classes, scale, seed, reductio
     x_ref = x.clone().requires_grad_(True)
     torch.nn.functional.cross_entropy(x_ref, target, reduction=reduction).backward(dout)
     assert _count_differences(x_ours.grad, x_ref.grad) == 0
+
+
+@pytest.mark.skipif(not AVX512, reason="the thread-dependent order is reproduced on AVX-512")
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("rows", [1, 2, 3, 64])
+def test_softmax_backward_bit_for_bit_at_each_thread_count(threads, rows) -> None:
+    """torch's softmax backward sums Σ dout·out in two orders: at::parallel_for's
+    serial path (one thread, or one row) fuses the last partial chunk's products
+    into the lanes (FMA), the parallel path does not. Both are followed."""
+    with num_threads(threads):
+        for classes in (3, 16, 17, 25, 40, 100, 1000):
+            x = _logits(rows, classes, 1.0, classes)
+            dout = _logits(rows, classes, 1.0, classes + 1)
+            x_ours = scratchnet.leaf(x.clone())
+            F.softmax(x_ours, dim=1).backward(dout)
+            x_ref = x.clone().requires_grad_(True)
+            torch.softmax(x_ref, 1).backward(dout)
+            assert _count_differences(x_ours.grad, x_ref.grad) == 0, f"C={classes}"
+
+
+@pytest.mark.skipif(not AVX512, reason="the thread-dependent order is reproduced on AVX-512")
+def test_softmax_backward_orders_differ() -> None:
+    """The test above can fail: with one thread, the unfused order (right for
+    several threads) differs from torch's Σ dout·out."""
+    with num_threads(1):
+        x, dout = _logits(64, 25, 1.0, 0), _logits(64, 25, 1.0, 1)
+        out = torch.softmax(x, 1)
+        x_ref = x.clone().requires_grad_(True)
+        torch.softmax(x_ref, 1).backward(dout)
+        fused = (dout - vecmath.lane_dot(dout, out, fused_tail=True)) * out
+        unfused = (dout - vecmath.lane_dot(dout, out, fused_tail=False)) * out
+    assert torch.equal(fused, x_ref.grad)
+    assert _count_differences(unfused, x_ref.grad) > 0
 
 
 def test_plain_torch_exp_is_not_enough() -> None:

@@ -246,6 +246,7 @@ class _FlatAdamState:
     max_exp_avg_sq: torch.Tensor | None  # (N,) vᵐᵃˣ with amsgrad
     steps: torch.Tensor  # (P,) one step counter per parameter, as torch keeps them
     denom: torch.Tensor  # (N,) scratch: √v̂ + ε
+    kernel_scalars: torch.Tensor  # (2,) the compiled kernel's -γ/(1-β₁ᵗ), √(1-β₂ᵗ)
 
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
@@ -292,7 +293,8 @@ def _find_flat_group(optimizer: Adam, group: dict[str, Any], params: list,
             return None
     denom = torch.empty_like(param_span)
     return _FlatAdamState(param_span, grad_span, spans["exp_avg"], spans["exp_avg_sq"],
-                          spans.get("max_exp_avg_sq"), spans["step"], denom)
+                          spans.get("max_exp_avg_sq"), spans["step"], denom,
+                          param_span.new_empty(2))
 
 
 def _state_spans(states: list[dict[str, Any]], names: list[str]
@@ -374,22 +376,38 @@ def _flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> None:
 # the compiled flat path (opt-in: scratchnet.fast.FastTrainer(compile_optimizer=True)).
 # torch.compile fuses the lines of _flat_step into one loop over the buffers: one
 # read of θ, g, m, v and one write of θ, m, v per element instead of seven passes.
-# The math is the same, but the compiler may contract a product and a sum into one
-# fused multiply-add and reorders m̂/denom·γ, so results differ from the eager path
-# in the last bit or two (float32 within assert_close, float64 within 1e-15
-# relative in a step: tests/test_fast.py::test_compiled_optimizer_matches_eager).
+#
+# Rounding. Each line is written so that the compiled loop rounds as torch's eager
+# CPU kernels do: torch's lerp and addcmul kernels use a fused multiply-add
+# (m + w·(g − m) and (c·g)·g + v rounded once), so the loop is compiled with
+# -ffp-contract=fast and β₂·v is forced to round on its own (the float64 round
+# trip below) before it meets the fma; the scalars are rounded to the parameters'
+# dtype first, as the eager kernels round their Python-float arguments. m and v
+# then equal the eager update's bit for bit. √v does not: torch's eager CPU sqrt
+# is not correctly rounded (about 1 entry in 6 is 1 ulp off the correctly rounded
+# value in float32, measured on AVX-512), the compiled loop's is; θ differs from the
+# eager update in those entries' last bit (tests/test_fast.py::
+# test_compiled_optimizer_matches_eager: m and v exact, θ within the contract).
+
+_CONTRACT_FMA = {"cpp.enable_floating_point_contract_flag": "fast"}
 
 
 def _adam_kernel(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-                 exp_avg_sq: torch.Tensor, step_size: torch.Tensor,
+                 exp_avg_sq: torch.Tensor, minus_step_size: torch.Tensor,
                  bias_correction2_sqrt: torch.Tensor, beta1: float, beta2: float,
                  eps: float) -> None:
     """m ← β₁m + (1-β₁)g;  v ← β₂v + (1-β₂)g²;  θ ← θ - γ/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε).
-    All of (N,); step_size and bias_correction2_sqrt are 0-dim (no recompiles)."""
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    param.sub_(exp_avg / denom * step_size)
+    All of (N,); minus_step_size and bias_correction2_sqrt are 0-dim tensors of
+    the parameters' dtype (no recompiles as they change)."""
+    weight = 1 - beta1
+    if weight < 0.5:  # torch's lerp: m + w·(g − m), one fma (contracted)
+        exp_avg.copy_(exp_avg + weight * (grad - exp_avg))
+    else:  # torch's lerp for w ≥ 0.5: g − (g − m)·(1 − w)
+        exp_avg.copy_(grad - (grad - exp_avg) * (1 - weight))
+    decayed = (exp_avg_sq * beta2).double().to(exp_avg_sq.dtype)  # β₂v, rounded alone
+    exp_avg_sq.copy_(((1 - beta2) * grad) * grad + decayed)  # addcmul: one fma
+    denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + eps  # √v̂ + ε
+    param.copy_(param + (minus_step_size * exp_avg) / denom)  # addcdiv's order
 
 
 _compiled_kernel: list[Any] = []  # [the compiled function], or [None] if unavailable
@@ -402,7 +420,8 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
         return False
     if not _compiled_kernel:
         try:
-            _compiled_kernel.append(torch.compile(_adam_kernel, dynamic=False))
+            _compiled_kernel.append(torch.compile(_adam_kernel, dynamic=False,
+                                                  options=_CONTRACT_FMA))
         except Exception:  # noqa: BLE001 - no compiler, unsupported platform, ...
             _compiled_kernel.append(None)
     kernel = _compiled_kernel[0]
@@ -411,11 +430,12 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     beta1, beta2 = group["betas"]
     flat.steps += 1
     step = flat.steps[0].item()
-    step_size = torch.tensor(group["lr"] / (1 - beta1**step), dtype=torch.float64)
-    bias_correction2_sqrt = torch.tensor((1 - beta2**step) ** 0.5, dtype=torch.float64)
+    scalars = flat.kernel_scalars  # (2,) of the parameters' dtype, on their device
+    scalars[0] = -(group["lr"] / (1 - beta1**step))  # -γ / (1 - β₁ᵗ)
+    scalars[1] = (1 - beta2**step) ** 0.5  # √(1 - β₂ᵗ)
     try:
-        kernel(flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq, step_size,
-               bias_correction2_sqrt, beta1, beta2, group["eps"])
+        kernel(flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq, scalars[0],
+               scalars[1], beta1, beta2, group["eps"])
     except Exception:  # noqa: BLE001 - compilation happens at the first call
         _compiled_kernel[0] = None
         flat.steps -= 1

@@ -103,7 +103,7 @@ class Softmax(Function):
         """
         (out,) = ctx.saved_tensors  # (*)
         if _as_torch_kernel(out, ctx.dim):  # the kernel's summation order
-            dot = vecmath.lane_sum(dout * out)  # dim of size 1
+            dot = vecmath.softmax_backward_dot(dout, out)  # dim of size 1
         else:
             dot = (dout * out).sum(dim=ctx.dim, keepdim=True)
         dx = (dout - dot) * out  # (*)
