@@ -120,7 +120,7 @@ def test_float64_tolerance_floor_is_1e_minus_12_of_the_largest_value():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_ulp_column_equals_an_independent_numpy_recomputation(dtype, monkeypatch):
-    # float32 on an AVX2 CPU is bit-identical to torch (vecmath): switch the
+    # float32 on an AVX2 or AVX-512 CPU is bit-identical to torch (vecmath): switch the
     # emulation off so that there are rounding differences for the column to count
     from scratchnet.nn.functional import vecmath
 
