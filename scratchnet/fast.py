@@ -250,7 +250,7 @@ class FastTrainer:
             (one loop instead of seven passes; m and v bit for bit the eager
             update's, θ differs in the last bit where torch's eager √ rounds
             off, see scratchnet/optim/adam.py). Falls back to the eager update if
-            compiling fails. Off by default: the first step compiles (about 3 s
+            compiling fails. Off by default: the first step compiles (2–3 s
             on a warm inductor cache, 15 s on a cold one, on 2 cores).
         exact_loss: compute the loss with scratchnet's CrossEntropy op, which in
             float32 on CPU reproduces torch's softmax kernel bit for bit (and

@@ -75,6 +75,7 @@ import torch
 
 from scratchnet.autodiff import Context, Function, plain
 from scratchnet.errors import OptionError, ShapeError, check_tensor
+from scratchnet.nn.functional import vecmath
 
 # the dtype per-channel sums accumulate in: torch's CPU acc_type
 _ACCUMULATE = {torch.float16: torch.float32, torch.bfloat16: torch.float32,
@@ -241,35 +242,6 @@ def _update_running_stats(running_mean: torch.Tensor | None,
         running_var.copy_(momentum * unbiased_var + (1 - momentum) * running_var)
 
 
-def _lane_sum(terms: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
-    """Σ over the last dim of terms (or of terms · times) in the order of
-    ``vec::reduce_all`` (``vec::map2_reduce_all``). A row shorter than the lanes:
-    left to right. A longer one: in _LANES lanes, lane j summing items j, j + 8, …
-    left to right, then the lanes folded in halves (lane i + lane i + 4, …); of the
-    products, only the last, partial vector's are fused into their adds
-    (measured). (N, C, L) → (N, C), float32."""
-    length = terms.shape[-1]
-    items = terms if times is None else terms * times  # map_fun, rounded
-    if length < _LANES:
-        total = items[..., 0]
-        for i in range(1, length):
-            total = total + items[..., i]
-        return total
-    full = length - length % _LANES
-    lanes = items[..., :_LANES]  # (N, C, lanes)
-    for d in range(_LANES, full, _LANES):
-        lanes = lanes + items[..., d:d + _LANES]
-    if full < length:  # Vec::set(acc, red_fun(acc, map_fun(x, dy)), size - d)
-        rest = length - full
-        head = (lanes[..., :rest] + items[..., full:] if times is None else
-                _multiply_add(terms[..., full:], times[..., full:], lanes[..., :rest]))
-        lanes = torch.cat([head, lanes[..., rest:]], dim=-1)
-    while lanes.shape[-1] > 1:
-        half = lanes.shape[-1] // 2
-        lanes = lanes[..., :half] + lanes[..., half:]
-    return lanes[..., 0]
-
-
 def _backward_sums_cpu(x3: torch.Tensor, dout3: torch.Tensor, xmu: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Σ dout and Σ (x − μ) · dout per channel, in float64, summed as the float32
@@ -285,7 +257,11 @@ def _backward_sums_cpu(x3: torch.Tensor, dout3: torch.Tensor, xmu: torch.Tensor
         return dy_sum, dot
     # batch_norm_cpu_backward_contiguous_impl: accscalar_t sum += vec::reduce_all(dy)
     # of each (n, c) row; dotp += vec::map2_reduce_all((x - mean) * dy)
-    return _sum64(_lane_sum(dout3)), _sum64(_lane_sum(xmu, times=dout3))  # (C,), (C,)
+    # (vecmath's lane order with the batch-norm kernels' 8 lanes; of the products,
+    # only the last, partial vector's are fused into their adds, measured)
+    dy_sum = vecmath.lane_sum(dout3, _LANES)[..., 0]  # (N, C)
+    dot = vecmath.lane_dot(xmu, dout3, fused_tail=_kernels_fuse(), lanes=_LANES)[..., 0]
+    return _sum64(dy_sum), _sum64(dot)  # (C,), (C,)
 
 
 def _dx_training_cpu(xmu: torch.Tensor, dout3: torch.Tensor, dy_sum: torch.Tensor,

@@ -244,13 +244,14 @@ def _fold_halves(acc: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(acc))  # (*, 1)
 
 
-def lane_sum(x: torch.Tensor) -> torch.Tensor:
+def lane_sum(x: torch.Tensor, lanes: int | None = None) -> torch.Tensor:
     """Σ over the last dim in the order of aten's ``vec::map_reduce_all`` /
-    ``reduce_all`` with L SIMD lanes: lane j accumulates x[j], x[j+L], x[j+2L], …
-    left to right (the last, partial chunk padded with zeros), then the lanes are
-    folded in halves (lane i += lane i + L/2, …); a row shorter than L is summed
-    left to right. (*, n) → (*, 1), float32."""
-    lanes = simd_lanes() or 8
+    ``reduce_all`` with L SIMD lanes (``lanes``, default this CPU's): lane j
+    accumulates x[j], x[j+L], x[j+2L], … left to right (the last, partial chunk
+    padded with zeros), then the lanes are folded in halves (lane i += lane
+    i + L/2, …); a row shorter than L is summed left to right. (*, n) → (*, 1),
+    float32."""
+    lanes = lanes or simd_lanes() or 8
     rows = x.detach().cpu().numpy()  # (*, n)
     n = rows.shape[-1]
     if n < lanes:  # a short row is summed left to right (measured)
@@ -261,18 +262,19 @@ def lane_sum(x: torch.Tensor) -> torch.Tensor:
     return _fold_halves(_lane_accumulators(rows, lanes))
 
 
-def lane_dot(a: torch.Tensor, b: torch.Tensor, fused_tail: bool) -> torch.Tensor:
+def lane_dot(a: torch.Tensor, b: torch.Tensor, fused_tail: bool,
+             lanes: int | None = None) -> torch.Tensor:
     """Σ a·b over the last dim in the order of aten's ``vec::map2_reduce_all``
     (x·y, then x + y): the products rounded and summed as :func:`lane_sum` sums.
     ``fused_tail``: the last, partial chunk's products are fused into the lane
     accumulators instead (acc = fma(a, b, acc)), as the compiler contracts that
     step in the serial path of torch's softmax backward (measured, AVX-512).
     (*, n) → (*, 1), float32."""
-    lanes = simd_lanes() or 8
+    lanes = lanes or simd_lanes() or 8
     n = a.shape[-1]
     tail = n % lanes
     if not fused_tail or n < lanes or tail == 0:
-        return lane_sum(a * b)
+        return lane_sum(a * b, lanes)
     head = n - tail
     rows = (a[..., :head] * b[..., :head]).detach().cpu().numpy()  # (*, head)
     acc = _lane_accumulators(rows, lanes).astype(_F64)  # (*, L)
