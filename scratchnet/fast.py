@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from scratchnet import nn
@@ -56,6 +57,7 @@ class _LinearStep:
         slot_of = {id(p): slot for slot, p in flat}
         weight_slot = slot_of[id(layer.weight)]
         self.weight = flat.view(flat.flat_params, weight_slot)  # (D_out, D_in)
+        self.weight_t = self.weight.t()  # (D_in, D_out), a view made once
         self.dweight = flat.view(flat.flat_grads, weight_slot)  # (D_out, D_in)
         self.bias = self.dbias = None
         if layer.bias is not None:
@@ -67,17 +69,22 @@ class _LinearStep:
     def allocate(self, batch: int, like: torch.Tensor) -> None:
         self.out = like.new_empty(batch, self.out_features)  # (B, D_out)
         self.dx = None if self.first else like.new_empty(batch, self.weight.shape[1])
+        self.dout = self.dout_t = None  # the last dout seen and its transpose
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.x = x  # (B, D_in), kept for dweight
         if self.bias is None:
-            return torch.mm(x, self.weight.t(), out=self.out)  # (B, D_out)
-        return torch.addmm(self.bias, x, self.weight.t(), out=self.out)  # (B, D_out)
+            return torch.mm(x, self.weight_t, out=self.out)  # (B, D_out)
+        return torch.addmm(self.bias, x, self.weight_t, out=self.out)  # (B, D_out)
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor | None:
         """dx = dout · W,  dweight = doutᵀ · x,  dbias = Σ_B dout (written into
-        flat_grads: this step's gradient, as after zero_grad + backward)."""
-        torch.mm(dout.t(), self.x, out=self.dweight)  # (D_out, D_in)
+        flat_grads: this step's gradient, as after zero_grad + backward). dout
+        is usually the same reused buffer every step: its transpose view is kept
+        (each op costs microseconds in a step, where the caches are cold)."""
+        if dout is not self.dout:
+            self.dout, self.dout_t = dout, dout.t()  # (D_out, B)
+        torch.mm(self.dout_t, self.x, out=self.dweight)  # (D_out, D_in)
         if self.dbias is not None:
             torch.sum(dout, 0, out=self.dbias)  # (D_out,)
         if self.first:
@@ -90,7 +97,10 @@ class _ReLUStep:
 
     The tape writes ``torch.where(out > 0, dout, 0)``; here the mask is a float
     0/1 buffer and the product ``dout · mask`` (``where`` and ``masked_fill_`` on
-    a bool mask are not vectorised: 5× slower at (4096, 512)). For finite dout
+    a bool mask are not vectorised: 5× slower at (4096, 512)). The mask is
+    ``sign(out)``: out ≥ 0, and sign gives 0 for 0 and for NaN, as ``out > 0``
+    does, in one vectorised float-to-float pass (``gt`` into a float buffer
+    converts element by element: twice the time in a step). For finite dout
     the values are the same (a zero may come out as −0.0, which equals 0.0 and
     adds the same); a NaN or inf in dout where out ≤ 0 gives NaN instead of 0."""
 
@@ -102,7 +112,7 @@ class _ReLUStep:
         return self.out
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
-        self.mask = torch.gt(self.out, 0, out=_reuse(self.mask, self.out))  # (B, D)
+        self.mask = torch.sign(self.out, out=_reuse(self.mask, self.out))  # (B, D) 0/1
         return dout.mul_(self.mask)  # (B, D) in place
 
 
@@ -202,23 +212,31 @@ class _PlainCrossEntropyStep:
     torch's in the last bit (relative 6e-8) — inside assert_close, but enough for
     Adam to make two long float32 runs drift apart (see
     scratchnet.nn.functional.vecmath). tests/test_fast.py::
-    test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance."""
+    test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance.
+
+    On CPU the (B,) picks, their cascade sum and the division by B are NumPy
+    operations on views of the same memory (IEEE arithmetic in the tensors'
+    dtype, so the same values as the torch ops): a step runs each op once with
+    cold caches, where every torch op costs several microseconds."""
 
     def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
         inverse_batch = like.new_ones(()) / batch  # 1/B rounded as the tape's dout / W
         self.minus_inverse_batch = (-inverse_batch).expand(batch, 1).contiguous()  # (B, 1)
         self.inverse_batch = inverse_batch
         self.dz = like.new_empty(batch, classes)  # (B, C)
+        self.on_cpu = like.device.type == "cpu"
+        self.rows = np.arange(batch)  # (B,) row numbers for the NumPy picks
+        self.batch = like.numpy().dtype.type(batch) if self.on_cpu else batch
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.log_probs = log_softmax_values(z, 1, as_torch_kernel=False)  # (B, C)
         self.target = y.unsqueeze(1)  # (B, 1)
+        if self.on_cpu:  # −log p_{i,y_i}, summed in the order of torch's nll_loss
+            loss_rows = -self.log_probs.numpy()[self.rows, y.numpy()]  # (B,)
+            mean = vecmath.cascade_sum_all_kept(loss_rows) / self.batch
+            return torch.from_numpy(np.asarray(mean))  # ()
         loss_rows = -self.log_probs.gather(1, self.target).squeeze(1)  # (B,) −log p
-        if z.device.type == "cpu":  # summed in the order of torch's (and the tape's)
-            total = vecmath.nll_cascade_sum(loss_rows, None)  # CPU nll_loss, all kept
-        else:
-            total = loss_rows.sum()
-        return total / z.shape[0]  # ()
+        return loss_rows.sum() / z.shape[0]  # ()
 
     def backward(self) -> torch.Tensor:
         torch.exp(self.log_probs, out=self.dz)  # p, (B, C)

@@ -114,3 +114,39 @@ def test_summary_of_several_runs_takes_the_median_and_range(tmp_path):
     table = summarize.markdown(summarize.collect(paths), len(paths))
     assert "Median over 3 runs" in table
     assert "| m | 64 | kept | fast | 2.00 (1.00–3.00) | 0.50 (0.50–0.50) |" in table
+
+
+def test_epoch_rounds_are_interleaved_and_reported_by_their_median(monkeypatch, tmp_path):
+    """measure_epoch runs seed, fast, fast_compiled, seed, … and reports each
+    pipeline's median round and the median of the per-round speedups (paired:
+    a slow spell of the machine in one round slows that round's pipelines)."""
+    order = []
+    seed_totals = iter([10.0, 30.0, 12.0])  # round 2 was a slow spell
+    fast_totals = iter([5.0, 15.0, 4.0])
+
+    def fake_seed(config, root):
+        order.append("seed")
+        total = next(seed_totals)
+        return {"train_seconds": total - 1, "total_seconds": total, "test_accuracy": 84.0}
+
+    def fake_scratchnet(config, root, compiled=False):
+        order.append("compiled" if compiled else "fast")
+        total = next(fast_totals) if not compiled else 6.0
+        return {"train_seconds": total - 1, "total_seconds": total,
+                "first_step_seconds": 0.01, "test_accuracy": 85.0}
+
+    monkeypatch.setattr(bench, "_torchvision_root", lambda tmp: tmp_path)
+    monkeypatch.setattr(bench, "seed_pipeline_epoch", fake_seed)
+    monkeypatch.setattr(bench, "scratchnet_epoch", fake_scratchnet)
+    epoch = bench.measure_epoch(_tiny(epoch=True, compile=True, epoch_rounds=3))
+    assert order == ["seed", "fast", "compiled"] * 3
+    assert epoch["rounds"] == 3
+    assert epoch["seed_pipeline"]["total_seconds"] == 12.0  # median of 10, 30, 12
+    assert epoch["seed_pipeline"]["total_seconds_per_round"] == [10.0, 30.0, 12.0]
+    assert epoch["scratchnet_fast"]["total_seconds"] == 5.0
+    assert epoch["speedup"]["scratchnet_fast"] == 2.0  # median of 2, 2, 3
+    assert epoch["speedup_range"]["scratchnet_fast"] == [2.0, 3.0]
+    table = "\n".join(bench._epoch_and_memory_lines({"epoch": epoch}))
+    assert "| seed_pipeline | 11.00 | 12.00 |  | 84.00% | 10.00, 30.00, 12.00 |" in table
+    assert "scratchnet_fast: 2.00× faster than the seed pipeline (median over rounds; " \
+        "2.00–3.00)." in table

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import torch
 
-from scratchnet.data.transforms import lookup_pixels, pixel_table
+from scratchnet.data.transforms import lookup_pixels, pixel_table, torchvision_formula
 from scratchnet.errors import (
     DTypeError,
     OptionError,
@@ -236,7 +236,10 @@ class TensorLoader:
             indices = state.device_permutation[start:stop]  # (B,)
             images = self.images.index_select(0, indices)  # (B, H, W)
             labels = self.labels.index_select(0, indices)  # (B,)
-        x = lookup_pixels(self.pixel_values, images).unsqueeze(1)  # (B, 1, H, W)
+        if self.device.type == "cpu":  # the table's own formula: the same values, faster
+            x = torchvision_formula(images.unsqueeze(1), self.dtype, self.mean, self.std)
+        else:
+            x = lookup_pixels(self.pixel_values, images).unsqueeze(1)  # (B, 1, H, W)
         return x, labels
 
     def state_dict(self) -> dict:

@@ -248,6 +248,37 @@ class _FlatAdamState:
     denom: torch.Tensor  # (N,) scratch: √v̂ + ε
     kernel_scalars: torch.Tensor  # (2,) the compiled kernel's -γ/(1-β₁ᵗ), √(1-β₂ᵗ)
 
+    def __post_init__(self) -> None:
+        # The per-step bookkeeping on a handful of numbers goes through NumPy views
+        # where the tensors are on the CPU (the same IEEE float32 / float64
+        # arithmetic as the torch ops; in a training step every torch op costs
+        # microseconds, its caches cold). The kernel's two 0-dim arguments are
+        # views made once.
+        self.steps_numpy = self.steps.numpy() if self.steps.device.type == "cpu" else None
+        self.scalars_numpy = (self.kernel_scalars.numpy()
+                              if self.kernel_scalars.device.type == "cpu" else None)
+        self.kernel_scalar_views = (self.kernel_scalars[0], self.kernel_scalars[1])
+
+    def advance_steps(self) -> float:
+        """t ← t + 1 for every parameter's counter; returns t as a Python float
+        (the bias corrections are computed in double, as torch's)."""
+        if self.steps_numpy is not None:
+            self.steps_numpy += 1
+            return float(self.steps_numpy[0])
+        self.steps += 1
+        return self.steps[0].item()
+
+    def set_kernel_scalars(self, minus_step_size: float, bias_correction2_sqrt: float
+                           ) -> None:
+        """Round both to the parameters' dtype, as the eager kernels round their
+        Python-float arguments, into ``kernel_scalars``."""
+        if self.scalars_numpy is not None:
+            self.scalars_numpy[0] = minus_step_size
+            self.scalars_numpy[1] = bias_correction2_sqrt
+        else:
+            self.kernel_scalars[0] = minus_step_size
+            self.kernel_scalars[1] = bias_correction2_sqrt
+
 
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
@@ -349,7 +380,7 @@ def _flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> None:
     beta1, beta2 = group["betas"]
     lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
     grad = flat.grads if not group["maximize"] else -flat.grads  # g ← ±∇f
-    flat.steps += 1  # t ← t + 1, for every parameter
+    step = flat.advance_steps()  # t ← t + 1, for every parameter
     if weight_decay != 0:
         if group["decoupled_weight_decay"]:
             flat.params.mul_(1 - lr * weight_decay)  # θ ← θ(1 - γλ)     (AdamW)
@@ -358,7 +389,6 @@ def _flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> None:
     flat.exp_avg.lerp_(grad, 1 - beta1)  # m ← β₁m + (1-β₁)g
     flat.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β₂v + (1-β₂)g²
 
-    step = flat.steps[0].item()
     bias_correction1 = 1 - beta1**step  # 1 - β₁ᵗ
     bias_correction2_sqrt = (1 - beta2**step) ** 0.5  # √(1 - β₂ᵗ)
     step_size = lr / bias_correction1  # γ / (1 - β₁ᵗ)
@@ -428,14 +458,12 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     if kernel is None:
         return False
     beta1, beta2 = group["betas"]
-    flat.steps += 1
-    step = flat.steps[0].item()
-    scalars = flat.kernel_scalars  # (2,) of the parameters' dtype, on their device
-    scalars[0] = -(group["lr"] / (1 - beta1**step))  # -γ / (1 - β₁ᵗ)
-    scalars[1] = (1 - beta2**step) ** 0.5  # √(1 - β₂ᵗ)
+    step = flat.advance_steps()  # t ← t + 1
+    flat.set_kernel_scalars(-(group["lr"] / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
+                            (1 - beta2**step) ** 0.5)  # √(1 - β₂ᵗ)
     try:
-        kernel(flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq, scalars[0],
-               scalars[1], beta1, beta2, group["eps"])
+        kernel(flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq,
+               *flat.kernel_scalar_views, beta1, beta2, group["eps"])
     except Exception:  # noqa: BLE001 - compilation happens at the first call
         _compiled_kernel[0] = None
         flat.steps -= 1

@@ -321,8 +321,9 @@ def _cascade_plan(count: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(plan)
 
 
-def _cascade_all_kept(rows: np.ndarray) -> np.floating:
-    """:func:`nll_cascade_sum` with no ignored row, from the cached plan."""
+def cascade_sum_all_kept(rows: np.ndarray) -> np.floating:
+    """:func:`nll_cascade_sum` of a NumPy (M,) array with no ignored row, from
+    the cached plan; a NumPy scalar of the rows' dtype."""
     levels = _cascade_shape(rows.shape[0])[0]
     zero = rows.dtype.type(0)
     partial = [zero] * levels
@@ -353,7 +354,7 @@ def nll_cascade_sum(loss_rows: torch.Tensor, kept: torch.Tensor | None) -> torch
     """
     rows = loss_rows.detach().cpu().numpy()
     if kept is None:
-        return torch.tensor(_cascade_all_kept(rows), dtype=loss_rows.dtype)
+        return torch.tensor(cascade_sum_all_kept(rows), dtype=loss_rows.dtype)
     kept_rows = kept.detach().cpu().numpy()
     count = rows.shape[0]
     levels, power, mask = _cascade_shape(count)
