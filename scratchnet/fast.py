@@ -365,6 +365,10 @@ class FastTrainer:
         if y.dim() != 1 or y.shape[0] != x.shape[0] or y.dtype != torch.int64:
             raise TargetError(f"FastTrainer: targets must be int64 of shape (B,) = "
                               f"({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+        if y.device.type == "cpu":  # one NumPy pass: a negative target, read as
+            # unsigned, is ≥ 2⁶³, so one comparison finds both kinds of bad target
+            if not (y.numpy().view(np.uint64) >= self.classes).any():
+                return
         low, high = (int(bound) for bound in torch.aminmax(y))
         if low < 0 or high >= self.classes:
             raise TargetError(f"FastTrainer: target {low if low < 0 else high} is "

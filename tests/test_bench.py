@@ -138,9 +138,10 @@ def test_epoch_rounds_are_interleaved_and_reported_by_their_median(monkeypatch, 
     monkeypatch.setattr(bench, "_torchvision_root", lambda tmp: tmp_path)
     monkeypatch.setattr(bench, "seed_pipeline_epoch", fake_seed)
     monkeypatch.setattr(bench, "scratchnet_epoch", fake_scratchnet)
+    monkeypatch.setattr(bench, "_compile_fast_step", lambda config: 1.5)
     epoch = bench.measure_epoch(_tiny(epoch=True, compile=True, epoch_rounds=3))
     assert order == ["seed", "fast", "compiled"] * 3
-    assert epoch["rounds"] == 3
+    assert epoch["rounds"] == 3 and epoch["compile_seconds"] == 1.5
     assert epoch["seed_pipeline"]["total_seconds"] == 12.0  # median of 10, 30, 12
     assert epoch["seed_pipeline"]["total_seconds_per_round"] == [10.0, 30.0, 12.0]
     assert epoch["scratchnet_fast"]["total_seconds"] == 5.0
@@ -150,3 +151,4 @@ def test_epoch_rounds_are_interleaved_and_reported_by_their_median(monkeypatch, 
     assert "| seed_pipeline | 11.00 | 12.00 |  | 84.00% | 10.00, 30.00, 12.00 |" in table
     assert "scratchnet_fast: 2.00× faster than the seed pipeline (median over rounds; " \
         "2.00–3.00)." in table
+    assert "compiled its Adam kernel before the rounds in 1.50 s" in table

@@ -144,8 +144,10 @@ def test_unsupported_layers_losses_and_bad_batches_are_refused():
     trainer = FastTrainer(model, optimizer)
     with pytest.raises(DTypeError, match="float64"):
         trainer.step(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2).long())
-    with pytest.raises(TargetError, match="out of bounds"):
+    with pytest.raises(TargetError, match="target 3 is out of bounds"):
         trainer.step(torch.zeros(2, 4), torch.tensor([0, 3]))
+    with pytest.raises(TargetError, match="target -1 is out of bounds"):
+        trainer.step(torch.zeros(2, 4), torch.tensor([-1, 0]))
     with pytest.raises(TargetError, match="shape"):
         trainer.step(torch.zeros(2, 4), torch.zeros(3).long())
 
