@@ -226,7 +226,7 @@ class _PlainCrossEntropyStep:
         self.dz = like.new_empty(batch, classes)  # (B, C)
         self.on_cpu = like.device.type == "cpu"
         self.rows = np.arange(batch)  # (B,) row numbers for the NumPy picks
-        self.batch = like.numpy().dtype.type(batch) if self.on_cpu else batch
+        self.batch = self.dz.numpy().dtype.type(batch) if self.on_cpu else batch  # B
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.log_probs = log_softmax_values(z, 1, as_torch_kernel=False)  # (B, C)

@@ -13,8 +13,9 @@ A uint8 pixel has only 256 values, so ToTensor (+ Normalize) is a table of 256
 floats, computed once on the CPU with torchvision's own formula, and converting a
 batch on CUDA is one gather from that table (on the CPU the formula itself runs on
 the batch: the same values, element for element, and faster). The values are
-therefore identical on every device: on CUDA, ``x.div(255)`` is computed as ``x * (1/255)``, which differs from
-the CPU's true division in the last bit for 126 of the 256 pixel values (guarded by
+therefore identical on every device: on CUDA, ``x.div(255)`` is computed as
+``x * (1/255)``, which differs from the CPU's true division in the last bit for
+126 of the 256 pixel values (guarded by
 tests/test_data.py::test_to_tensor_matches_torchvision).
 """
 
