@@ -10,8 +10,9 @@ batches from the same initial weights:
     tape           scratchnet.nn + scratchnet.optim.Adam, through the tape
     fast           scratchnet.fast.FastTrainer (flat buffers, fused loss backward)
     fast_compiled  FastTrainer(compile_optimizer=True, exact_loss=False): Adam as
-                   one compiled loop, the loss without the float32 emulation of
-                   torch's softmax kernel (optional, with torch.compile)
+                   one compiled loop (C on the CPU, scratchnet/native/adam.c;
+                   torch.compile elsewhere), the loss without the float32
+                   emulation of torch's softmax kernel (optional, with compile)
 
 For each model and batch size: forward (with the loss), backward, optimizer step
 and the whole step (zero_grad included), the median over ``repeats`` timed steps
@@ -789,12 +790,28 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print
                         for name in epoch["speedup"]))
     if config.memory:
         results["memory"] = measure_memory(config, config.models[0])
+    if config.compile:
+        results["notes"].extend(_adam_loop_notes(config))
+    return results
+
+
+def _adam_loop_notes(config: BenchConfig) -> list[str]:
+    """Which loop fast_compiled's Adam ran, and why where it fell back."""
+    from scratchnet import native
     from scratchnet.optim.adam import _compiled_kernel
 
-    if config.compile and _compiled_kernel == [None]:
-        results["notes"].append("fast_compiled: torch.compile failed; its Adam ran "
-                                "the eager flat update")
-    return results
+    notes = []
+    if config.device == "cpu":
+        if native.load("adam") is not None:
+            notes.append(f"fast_compiled: Adam ran the C loop (scratchnet/native/"
+                         f"adam.c, {native.built_with('adam')})")
+        else:
+            notes.append(f"fast_compiled: the C Adam loop is unavailable "
+                         f"({native.why_unavailable('adam')}); torch.compile's ran")
+    if _compiled_kernel == [None]:
+        notes.append("fast_compiled: torch.compile failed; its Adam ran the eager "
+                     "flat update")
+    return notes
 
 
 def _safe_cell(config: BenchConfig, model_name: str, batch: int,

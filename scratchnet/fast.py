@@ -32,12 +32,14 @@ B = batch, D_in / D_out = a Linear's in / out features, C = classes.
 
 from __future__ import annotations
 
-from typing import Any
+import ctypes
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from scratchnet import nn
+from scratchnet import native, nn
 from scratchnet.autodiff import Context, no_grad
 from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
 from scratchnet.nn.functional import vecmath
@@ -186,6 +188,8 @@ class _CrossEntropyStep:
     bit for bit (``scratchnet.nn.functional.vecmath``); calling it keeps the fast
     step equal to the tape step and to torch.nn."""
 
+    checks_targets = False  # the trainer checks them before the forward
+
     def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
         self.dloss = like.new_ones(())  # d loss / d loss, as the tape starts
 
@@ -214,10 +218,15 @@ class _PlainCrossEntropyStep:
     scratchnet.nn.functional.vecmath). tests/test_fast.py::
     test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance.
 
-    On CPU the (B,) picks, their cascade sum and the division by B are NumPy
-    operations on views of the same memory (IEEE arithmetic in the tensors'
-    dtype, so the same values as the torch ops): a step runs each op once with
-    cold caches, where every torch op costs several microseconds."""
+    On CPU the (B,) picks, their cascade sum, the division by B and the
+    backward's scaling and target subtraction are one C loop each
+    (scratchnet/native/cross_entropy.c; the same IEEE operations in the same
+    order), or, where it cannot be built, NumPy operations on views of the same
+    memory: a step runs each op once with cold caches, where every torch op
+    costs several microseconds. The C forward also checks the targets' range
+    (``checks_targets``), so the trainer need not."""
+
+    checks_targets = False  # True once allocate() found the C loops
 
     def allocate(self, batch: int, like: torch.Tensor, classes: int) -> None:
         inverse_batch = like.new_ones(()) / batch  # 1/B rounded as the tape's dout / W
@@ -227,9 +236,25 @@ class _PlainCrossEntropyStep:
         self.on_cpu = like.device.type == "cpu"
         self.rows = np.arange(batch)  # (B,) row numbers for the NumPy picks
         self.batch = self.dz.numpy().dtype.type(batch) if self.on_cpu else batch  # B
+        self.native = _native_cross_entropy(like.dtype) if self.on_cpu else None
+        self.checks_targets = self.native is not None
+        if self.native is not None:
+            # (runs, 3): the order of aten's nll_loss sum, as vecmath computes it
+            self.plan = torch.tensor(vecmath._cascade_plan(batch), dtype=torch.int64)
+            self.native_scalars = (batch, classes, self.plan.data_ptr(), self.plan.shape[0])
+            self.inverse_batch_value = inverse_batch.item()  # exact in a Python float
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.log_probs = log_softmax_values(z, 1, as_torch_kernel=False)  # (B, C)
+        if self.native is not None:  # −(1/B) Σ_i log p_{i,y_i} in nll_loss's order
+            self.targets = y if y.is_contiguous() else y.contiguous()  # (B,)
+            loss = self.log_probs.new_empty(())  # ()
+            bad_row = self.native.nll_mean(self.log_probs.data_ptr(),
+                                           self.targets.data_ptr(),
+                                           *self.native_scalars, loss.data_ptr())
+            if bad_row >= 0:
+                _raise_target_error(y, self.dz.shape[1])
+            return loss
         self.target = y.unsqueeze(1)  # (B, 1)
         if self.on_cpu:  # −log p_{i,y_i}, summed in the order of torch's nll_loss
             loss_rows = -self.log_probs.numpy()[self.rows, y.numpy()]  # (B,)
@@ -240,8 +265,42 @@ class _PlainCrossEntropyStep:
 
     def backward(self) -> torch.Tensor:
         torch.exp(self.log_probs, out=self.dz)  # p, (B, C)
+        if self.native is not None:  # p / B, then − 1/B at each target
+            self.native.nll_backward(self.dz.data_ptr(), self.targets.data_ptr(),
+                                     *self.native_scalars[:2], self.inverse_batch_value)
+            return self.dz
         self.dz.mul_(self.inverse_batch)  # p / B
         return self.dz.scatter_add_(1, self.target, self.minus_inverse_batch)  # − 1/B
+
+
+class _NativeCrossEntropy(NamedTuple):
+    nll_mean: Callable[..., int]  # (log p, y, B, C, plan, runs, &loss) → bad row or −1
+    nll_backward: Callable[..., None]  # (dz, y, B, C, 1/B)
+
+
+def _native_cross_entropy(dtype: torch.dtype) -> _NativeCrossEntropy | None:
+    """scratchnet/native/cross_entropy.c's two loops for ``dtype``, or None."""
+    scalar = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}.get(dtype)
+    if scalar is None:
+        return None
+    suffix = str(dtype).removeprefix("torch.")  # "float32"
+    pointer, size = ctypes.c_void_p, ctypes.c_int64
+    nll_mean = native.function("cross_entropy", f"scratchnet_nll_mean_{suffix}", size,
+                               [pointer, pointer, size, size, pointer, size, pointer])
+    nll_backward = native.function("cross_entropy", f"scratchnet_nll_backward_{suffix}",
+                                   None, [pointer, pointer, size, size, scalar])
+    if nll_mean is None or nll_backward is None:
+        return None
+    return _NativeCrossEntropy(nll_mean, nll_backward)
+
+
+def _raise_target_error(y: torch.Tensor, classes: int) -> None:
+    """Raise TargetError naming the lowest target if one is negative, else the
+    highest, if one is out of [0, classes)."""
+    low, high = (int(bound) for bound in torch.aminmax(y))
+    if low < 0 or high >= classes:
+        raise TargetError(f"FastTrainer: target {low if low < 0 else high} is "
+                          f"out of bounds for {classes} classes")
 
 
 # --------------------------------------------------------------------------------------
@@ -264,12 +323,16 @@ class FastTrainer:
             AdamW take their flat path when it holds all of them, in order, in
             one group.
         loss_fn: a default :class:`scratchnet.nn.CrossEntropyLoss` (or None).
-        compile_optimizer: run Adam/AdamW's flat update through ``torch.compile``
-            (one loop instead of seven passes; m and v bit for bit the eager
-            update's, θ differs in the last bit where torch's eager √ rounds
-            off, see scratchnet/optim/adam.py). Falls back to the eager update if
-            compiling fails. Off by default: the first step compiles (2–3 s
-            on a warm inductor cache, 15 s on a cold one, on 2 cores).
+        compile_optimizer: run Adam/AdamW's plain flat update (no weight decay,
+            AMSGrad or maximize) as one compiled loop instead of seven passes:
+            on the CPU a C loop (scratchnet/native/adam.c, built once per
+            machine with the system's C compiler, a fraction of a second),
+            elsewhere or without a compiler ``torch.compile`` (the first step
+            compiles: 2–3 s on a warm inductor cache, 15 s on a cold one, on 2
+            cores). m and v bit for bit the eager update's, θ differs in the
+            last bit where torch's eager √ rounds off (see
+            scratchnet/optim/adam.py). Falls back to the eager update if neither
+            can be built. Off by default.
         exact_loss: compute the loss with scratchnet's CrossEntropy op, which in
             float32 on CPU reproduces torch's softmax kernel bit for bit (and
             costs more); False: the plain fused formula (last-bit differences
@@ -365,14 +428,13 @@ class FastTrainer:
         if y.dim() != 1 or y.shape[0] != x.shape[0] or y.dtype != torch.int64:
             raise TargetError(f"FastTrainer: targets must be int64 of shape (B,) = "
                               f"({x.shape[0]},), got {y.dtype} {tuple(y.shape)}")
+        if self.loss.checks_targets:  # the loss's C loop checks them as it reads them
+            return
         if y.device.type == "cpu":  # one NumPy pass: a negative target, read as
             # unsigned, is ≥ 2⁶³, so one comparison finds both kinds of bad target
             if not (y.numpy().view(np.uint64) >= self.classes).any():
                 return
-        low, high = (int(bound) for bound in torch.aminmax(y))
-        if low < 0 or high >= self.classes:
-            raise TargetError(f"FastTrainer: target {low if low < 0 else high} is "
-                              f"out of bounds for {self.classes} classes")
+        _raise_target_error(y, self.classes)
 
     def _check_forward(self, x: torch.Tensor) -> None:
         """The layers run in registration order must be the model's forward."""

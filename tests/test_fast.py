@@ -152,14 +152,23 @@ def test_unsupported_layers_losses_and_bad_batches_are_refused():
         trainer.step(torch.zeros(2, 4), torch.zeros(3).long())
 
 
-@pytest.mark.slow  # the first step runs torch.compile (tens of seconds on 2 cores)
+@pytest.mark.parametrize("loop", [
+    "C", pytest.param("torch.compile", marks=pytest.mark.slow)])  # compiling: tens of s
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_compiled_optimizer_matches_eager(dtype):
-    """The compiled Adam update rounds as the eager one (torch's kernels' fused
-    multiply-adds reproduced), except √v, which the compiled loop rounds
-    correctly and torch's eager CPU sqrt does not always: from the same state
-    and gradients, m and v come out bit for bit the eager update's, θ within the
-    parity contract."""
+def test_compiled_optimizer_matches_eager(dtype, loop, monkeypatch):
+    """The compiled Adam update, through either loop (the C one on the CPU, or
+    torch.compile's where the C one is not built), rounds as the eager one
+    (torch's kernels' fused multiply-adds reproduced), except √v, which the
+    loops round correctly and torch's eager CPU sqrt does not always: from the
+    same state and gradients, m and v come out bit for bit the eager update's,
+    θ within the parity contract."""
+    from scratchnet import native
+    from scratchnet.optim import adam
+
+    if loop == "C" and native.load("adam") is None:
+        pytest.skip(f"the C loop cannot be built: {native.why_unavailable('adam')}")
+    if loop == "torch.compile":
+        monkeypatch.setattr(adam, "_bind_native_loop", lambda flat: None)
     eager_model = _model("SingleLayerNN", None, "scratchnet", dtype)
     compiled_model = copy.deepcopy(eager_model)
     eager = FastTrainer(eager_model, scratchnet.optim.Adam(eager_model.parameters()))
@@ -173,11 +182,15 @@ def test_compiled_optimizer_matches_eager(dtype):
     x, y = _batches("SingleLayerNN", dtype)[0]
     eager.step(x, y)
     compiled.step(x, y)
-    from scratchnet.optim.adam import _compiled_kernel
-    assert _compiled_kernel and _compiled_kernel[0] is not None, "did not compile"
+    flat = compiled.optimizer._flat_cache[id(compiled.optimizer.param_groups[0])][1]
+    if loop == "C":
+        assert flat.native_loop() is not None, "the C loop did not run"
+    else:
+        assert adam._compiled_kernel and adam._compiled_kernel[0] is not None, \
+            "did not compile"
     for (key, ours), theirs in zip(compiled_model.named_parameters(),
                                    eager_model.parameters(), strict=True):
-        assert_parity(ours, theirs, f"compiled Adam: {key}")
+        assert_parity(ours, theirs, f"compiled Adam ({loop}): {key}")
         for name in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(compiled.optimizer.state[ours][name],
                                eager.optimizer.state[theirs][name]), f"{key} {name}"

@@ -12,12 +12,15 @@ is then laid out flat too, each parameter's ``exp_avg`` etc. a view into it, so
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ctypes
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from scratchnet import native
 from scratchnet.errors import OptionError
 from scratchnet.nn.utils.flat import contiguous_span
 from scratchnet.optim.optimizer import (
@@ -235,6 +238,9 @@ class Adam(Optimizer):
 # guards it against torch.optim.Adam and against the per-parameter loop).
 
 
+_UNBOUND = object()  # _FlatAdamState.native_loop not looked up yet
+
+
 @dataclass
 class _FlatAdamState:
     """One group's tensors as 1-D spans over their flat buffers (N = elements)."""
@@ -258,6 +264,14 @@ class _FlatAdamState:
         self.scalars_numpy = (self.kernel_scalars.numpy()
                               if self.kernel_scalars.device.type == "cpu" else None)
         self.kernel_scalar_views = (self.kernel_scalars[0], self.kernel_scalars[1])
+        self._native_loop: Any = _UNBOUND
+
+    def native_loop(self) -> Callable[..., None] | None:
+        """The C loop bound to these buffers (bound on the first call; see
+        _bind_native_loop), or None where it does not apply."""
+        if self._native_loop is _UNBOUND:
+            self._native_loop = _bind_native_loop(self)
+        return self._native_loop
 
     def advance_steps(self) -> float:
         """t ← t + 1 for every parameter's counter; returns t as a Python float
@@ -404,19 +418,22 @@ def _flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------
 # the compiled flat path (opt-in: scratchnet.fast.FastTrainer(compile_optimizer=True)).
-# torch.compile fuses the lines of _flat_step into one loop over the buffers: one
-# read of θ, g, m, v and one write of θ, m, v per element instead of seven passes.
+# The lines of _flat_step fused into one loop over the buffers: one read of θ, g, m,
+# v and one write of θ, m, v per element instead of seven passes. On the CPU the
+# loop is C (scratchnet/native/adam.c, built once with the system's compiler,
+# called through ctypes: no Python-level wrapper between the step and the loop);
+# elsewhere, or where it cannot be built, torch.compile fuses _adam_kernel below.
 #
-# Rounding. Each line is written so that the compiled loop rounds as torch's eager
-# CPU kernels do: torch's lerp and addcmul kernels use a fused multiply-add
-# (m + w·(g − m) and (c·g)·g + v rounded once), so the loop is compiled with
-# -ffp-contract=fast and β₂·v is forced to round on its own (the float64 round
-# trip below) before it meets the fma; the scalars are rounded to the parameters'
+# Rounding. Both loops round as torch's eager CPU kernels do: torch's lerp and
+# addcmul kernels use a fused multiply-add (m + w·(g − m) and (c·g)·g + v rounded
+# once), which the C loop writes as fma() and the compiled one gets from
+# -ffp-contract=fast, forcing β₂·v to round on its own (the float64 round trip
+# below) before it meets the fma; the scalars are rounded to the parameters'
 # dtype first, as the eager kernels round their Python-float arguments. m and v
 # then equal the eager update's bit for bit. √v does not: torch's eager CPU sqrt
 # is not correctly rounded (about 1 entry in 6 is 1 ulp off the correctly rounded
-# value in float32, measured on AVX-512), the compiled loop's is; θ differs from the
-# eager update in those entries' last bit (tests/test_fast.py::
+# value in float32, measured on AVX-512), both loops' are; θ differs from the
+# eager update in those entries' last bit (tests/test_native.py, tests/test_fast.py::
 # test_compiled_optimizer_matches_eager: m and v exact, θ within the contract).
 
 _CONTRACT_FMA = {"cpp.enable_floating_point_contract_flag": "fast"}
@@ -444,10 +461,19 @@ _compiled_kernel: list[Any] = []  # [the compiled function], or [None] if unavai
 
 
 def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
-    """The plain case (no weight decay, amsgrad or maximize) through the compiled
-    kernel; False (nothing done) where it does not apply or cannot compile."""
+    """The plain case (no weight decay, amsgrad or maximize) through the C loop
+    or the compiled kernel; False (nothing done) where neither applies."""
     if group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"]:
         return False
+    beta1, beta2 = group["betas"]
+    native_loop = flat.native_loop()
+    if native_loop is not None:
+        step = flat.advance_steps()  # t ← t + 1
+        native_loop(1 - beta1, beta2, 1 - beta2,
+                    -(group["lr"] / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
+                    (1 - beta2**step) ** 0.5,  # √(1 - β₂ᵗ)
+                    group["eps"], torch.get_num_threads())
+        return True
     if not _compiled_kernel:
         try:
             _compiled_kernel.append(torch.compile(_adam_kernel, dynamic=False,
@@ -457,7 +483,6 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     kernel = _compiled_kernel[0]
     if kernel is None:
         return False
-    beta1, beta2 = group["betas"]
     step = flat.advance_steps()  # t ← t + 1
     flat.set_kernel_scalars(-(group["lr"] / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
                             (1 - beta2**step) ** 0.5)  # √(1 - β₂ᵗ)
@@ -469,3 +494,32 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
         flat.steps -= 1
         return False
     return True
+
+
+_NATIVE_LOOPS = {torch.float32: ("scratchnet_adam_float32", ctypes.c_float),
+                 torch.float64: ("scratchnet_adam_float64", ctypes.c_double)}
+
+
+def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
+    """scratchnet/native/adam.c's loop for the buffers' dtype with their four
+    pointers and length bound, or None: not on the CPU, another dtype, buffers
+    not contiguous or overlapping (the loop takes them as restrict), or the
+    library cannot be built (scratchnet.native.why_unavailable("adam"))."""
+    buffers = (flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq)
+    if flat.params.device.type != "cpu" or flat.params.dtype not in _NATIVE_LOOPS \
+            or not all(b.is_contiguous() and b.dtype == flat.params.dtype
+                       for b in buffers) or _any_overlap(buffers):
+        return None
+    symbol, scalar = _NATIVE_LOOPS[flat.params.dtype]
+    # (θ, g, m, v, n, 1-β₁, β₂, 1-β₂, -γ/(1-β₁ᵗ), √(1-β₂ᵗ), ε, threads)
+    loop = native.function("adam", symbol, None, [*[ctypes.c_void_p] * 4, ctypes.c_int64,
+                                                  *[scalar] * 6, ctypes.c_int])
+    if loop is None:
+        return None
+    return functools.partial(loop, *(b.data_ptr() for b in buffers), flat.params.numel())
+
+
+def _any_overlap(buffers: tuple[torch.Tensor, ...]) -> bool:
+    spans = sorted((b.data_ptr(), b.data_ptr() + b.numel() * b.element_size())
+                   for b in buffers)
+    return any(end > next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))

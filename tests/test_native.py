@@ -1,0 +1,271 @@
+"""scratchnet/native: its C loops against the torch ops they replace, and
+their build.
+
+The Adam loop (adam.c) must give m and v bit for bit as torch.optim.Adam does,
+and θ within the parity contract (√v is correctly rounded in the loop and not
+always in torch's eager CPU sqrt: θ may differ in its last bit). The plain
+cross-entropy's loops (cross_entropy.c) must give the loss and its gradient bit
+for bit as the NumPy/torch path. The build must be cached, atomic, and fail
+over cleanly. End to end, tests/test_fast.py runs them inside FastTrainer
+(test_compiled_optimizer_matches_eager, test_plain_loss_equals_the_tape_...).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import scratchnet.optim
+from scratchnet import native
+from scratchnet.optim import adam
+from tests.oracles import assert_parity
+
+needs_compiler = pytest.mark.skipif(native.c_compiler() is None,
+                                    reason="no C compiler: the C loop cannot be built")
+
+
+def _flat_params(sizes: list[int], dtype: torch.dtype, seed: int
+                 ) -> tuple[list[torch.nn.Parameter], torch.Tensor]:
+    """Parameters as consecutive views of one buffer, their .grad views of
+    another (the layout FlatParameters gives); returns them and the grad buffer."""
+    generator = torch.Generator().manual_seed(seed)
+    values = torch.randn(sum(sizes), generator=generator, dtype=dtype)
+    grads = torch.zeros(sum(sizes), dtype=dtype)
+    params, offset = [], 0
+    for size in sizes:
+        param = torch.nn.Parameter(values[offset:offset + size])
+        param.grad = grads[offset:offset + size]
+        params.append(param)
+        offset += size
+    return params, grads
+
+
+def _loop_of(optimizer: scratchnet.optim.Adam):
+    flat = optimizer._flat_cache[id(optimizer.param_groups[0])][1]
+    return flat.native_loop()
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]),
+       sizes=st.lists(st.integers(1, 700), min_size=1, max_size=4),
+       beta1=st.sampled_from([0.0, 0.3, 0.5, 0.9, 0.99]),
+       beta2=st.sampled_from([0.0, 0.5, 0.9, 0.999, 0.9999]),
+       lr=st.sampled_from([1e-4, 1e-3, 0.1]), eps=st.sampled_from([1e-8, 1e-3]),
+       steps=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
+def test_c_loop_equals_torch_adam(dtype, sizes, beta1, beta2, lr, eps, steps, seed):
+    """From the same parameters and gradients (of magnitudes 1e-20…1e2: tiny
+    g² underflow), m and v equal torch.optim.Adam's bit for bit after every
+    step, θ within the parity contract."""
+    ours, our_grads = _flat_params(sizes, dtype, seed)
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    options = {"lr": lr, "betas": (beta1, beta2), "eps": eps}
+    our_optimizer = scratchnet.optim.Adam(ours, **options)
+    our_optimizer._compiled_flat_update = True  # what FastTrainer(compile_optimizer=True) sets
+    their_optimizer = torch.optim.Adam(theirs, foreach=False, **options)
+    generator = torch.Generator().manual_seed(seed + 1)
+    for step in range(steps):
+        exponents = torch.randint(-20, 3, our_grads.shape, generator=generator)
+        our_grads.copy_(torch.randn(our_grads.shape, generator=generator, dtype=dtype)
+                        * torch.pow(10.0, exponents.to(dtype)))
+        offset = 0
+        for param in theirs:
+            param.grad = our_grads[offset:offset + param.numel()].clone()
+            offset += param.numel()
+        our_optimizer.step()
+        their_optimizer.step()
+        assert _loop_of(our_optimizer) is not None, native.why_unavailable("adam")
+        for i, (our, their) in enumerate(zip(ours, theirs, strict=True)):
+            our_state, their_state = our_optimizer.state[our], their_optimizer.state[their]
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(our_state[name], their_state[name]), \
+                    f"param {i} {name} at step {step + 1} ({dtype})"
+            assert float(our_state["step"]) == float(their_state["step"])
+            assert_parity(our.detach(), their.detach(), f"param {i} at step {step + 1}")
+            # the parameters must not drift apart over steps: start each step equal
+            their.data.copy_(our.detach())
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_c_loop_gives_the_same_bits_on_any_thread_count(dtype):
+    """The loop is elementwise: splitting the buffers over 1, 2 or 3 threads
+    (slices of 16 elements, an odd length) changes nothing."""
+    results = []
+    for threads in (1, 2, 3):
+        params, grads = _flat_params([1001, 37], dtype, seed=0)
+        grads.copy_(torch.randn(grads.shape, generator=torch.Generator().manual_seed(1),
+                                dtype=dtype))
+        optimizer = scratchnet.optim.Adam(params)
+        optimizer._compiled_flat_update = True
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            optimizer.step()
+            optimizer.step()
+        finally:
+            torch.set_num_threads(previous)
+        state = optimizer.state[params[0]]
+        results.append(torch.cat([torch.cat([p.detach() for p in params]),
+                                  state["exp_avg"], state["exp_avg_sq"]]))
+    assert torch.equal(results[0], results[1]) and torch.equal(results[0], results[2])
+
+
+@needs_compiler
+@pytest.mark.parametrize("options", [{"weight_decay": 0.1}, {"amsgrad": True},
+                                     {"maximize": True}])
+def test_options_the_loop_does_not_cover_take_the_eager_update(options):
+    """Weight decay, AMSGrad and maximize are not in the loop: with them the
+    compiled path steps aside and the result is the eager one, bit for bit."""
+    compiled_params, compiled_grads = _flat_params([300, 20], torch.float32, seed=2)
+    eager_params, eager_grads = _flat_params([300, 20], torch.float32, seed=2)
+    grad = torch.randn(320, generator=torch.Generator().manual_seed(3))
+    compiled_grads.copy_(grad)
+    eager_grads.copy_(grad)
+    compiled = scratchnet.optim.Adam(compiled_params, **options)
+    compiled._compiled_flat_update = True
+    eager = scratchnet.optim.Adam(eager_params, **options)
+    compiled.step()
+    eager.step()
+    for ours, theirs in zip(compiled_params, eager_params, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_overlapping_or_foreign_buffers_are_not_given_to_the_loop():
+    """The loop takes its four buffers as restrict pointers on the CPU."""
+    buffer = torch.zeros(100)
+    assert adam._any_overlap((buffer[:50], buffer[40:90]))
+    assert not adam._any_overlap((buffer[:50], buffer[50:]))
+    params, _ = _flat_params([10], torch.float32, seed=0)
+    optimizer = scratchnet.optim.Adam(params)
+    optimizer.step()
+    flat = optimizer._flat_cache[id(optimizer.param_groups[0])][1]
+    flat.grads = flat.params  # aliased: must not be handed over
+    assert adam._bind_native_loop(flat) is None
+
+
+# --------------------------------------------------------------------------------------
+# the build
+
+
+@pytest.fixture
+def fresh_build(tmp_path, monkeypatch):
+    """An empty build cache in tmp_path, and no library loaded in this process."""
+    monkeypatch.setenv("SCRATCHNET_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_loaded", {})
+    monkeypatch.setattr(native, "_why_unavailable", {})
+    return tmp_path
+
+
+@needs_compiler
+def test_the_library_is_built_once_and_reused(fresh_build, monkeypatch):
+    assert native.load("adam") is not None, native.why_unavailable("adam")
+    built = [p.name for p in fresh_build.iterdir()]
+    assert len(built) == 1 and built[0].startswith("adam-") and built[0].endswith(".so")
+    monkeypatch.setattr(native, "_loaded", {})  # as a new process would start
+
+    def no_compiling(*args):
+        raise AssertionError("rebuilt a library that was in the cache")
+
+    monkeypatch.setattr(native, "_compile", no_compiling)
+    assert native.load("adam") is not None
+    assert [p.name for p in fresh_build.iterdir()] == built
+
+
+def test_without_a_working_compiler_load_says_why_and_leaves_nothing(fresh_build,
+                                                                     monkeypatch):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    assert native.load("adam") is None
+    assert "false" in native.why_unavailable("adam")
+    assert list(fresh_build.iterdir()) == []  # no half-written library left
+    params, _ = _flat_params([10], torch.float32, seed=0)
+    optimizer = scratchnet.optim.Adam(params)
+    optimizer.step()
+    assert _loop_of(optimizer) is None
+
+
+def test_scratchnet_native_0_turns_it_off(fresh_build, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_NATIVE", "0")
+    assert native.load("adam") is None
+    assert native.why_unavailable("adam") == "SCRATCHNET_NATIVE=0"
+
+
+def test_the_build_key_follows_the_source_and_flags(tmp_path):
+    source = tmp_path / "loop.c"
+    source.write_text("int f(void) { return 1; }\n")
+    compiler = native.c_compiler() or "cc"
+    key = native._build_key(source, compiler, native.FLAGS)
+    assert key == native._build_key(source, compiler, native.FLAGS)
+    assert key != native._build_key(source, compiler, (*native.FLAGS, "-fopenmp"))
+    source.write_text("int f(void) { return 2; }\n")
+    assert key != native._build_key(source, compiler, native.FLAGS)
+
+
+def test_a_default_cache_dir_under_the_home_or_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("SCRATCHNET_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert native.cache_dir() == tmp_path / "scratchnet" / "native"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert native.cache_dir() == Path.home() / ".cache" / "scratchnet" / "native"
+    assert os.path.isabs(native.cache_dir())
+
+
+# --------------------------------------------------------------------------------------
+# the plain cross-entropy's loops
+
+
+def _plain_loss(batch: int, dtype: torch.dtype, classes: int, use_c: bool):
+    from scratchnet.fast import _PlainCrossEntropyStep
+
+    loss = _PlainCrossEntropyStep()
+    loss.allocate(batch, torch.empty(0, dtype=dtype), classes)
+    if not use_c:
+        loss.native, loss.checks_targets = None, False
+    return loss
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]),
+       batch=st.sampled_from([1, 2, 15, 16, 17, 64, 100, 256, 257, 600]),
+       classes=st.integers(1, 12), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
+       seed=st.integers(0, 2**31 - 1))
+def test_c_cross_entropy_equals_the_numpy_path(dtype, batch, classes, scale, seed):
+    """The C loops give the loss and dz bit for bit as the NumPy/torch ops they
+    replace (the cascade order of nll_loss included: batches across 16-row
+    flushes and 256-row carries), which equal the tape's in float64
+    (tests/test_fast.py::test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance)."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
+    y = torch.randint(0, classes, (batch,), generator=generator)
+    results = []
+    for use_c in (True, False):
+        loss = _plain_loss(batch, dtype, classes, use_c)
+        assert (loss.native is not None) == use_c, native.why_unavailable("cross_entropy")
+        value = loss.forward(z, y)
+        results.append((value.clone(), loss.backward().clone()))
+    (c_loss, c_dz), (numpy_loss, numpy_dz) = results
+    assert c_loss.dtype == dtype and c_loss.shape == ()
+    assert torch.equal(c_loss, numpy_loss), f"loss {c_loss.item()!r} != {numpy_loss.item()!r}"
+    assert torch.equal(c_dz, numpy_dz)
+
+
+@needs_compiler
+def test_c_cross_entropy_reads_strided_targets_and_refuses_bad_ones():
+    from scratchnet.errors import TargetError
+
+    z = torch.randn(8, 3)
+    every_other = torch.tensor([0, 9, 1, 9, 2, 9, 0, 9, 1, 9, 2, 9, 0, 9, 1, 9])[::2]
+    loss = _plain_loss(8, torch.float32, 3, use_c=True)
+    numpy_loss = _plain_loss(8, torch.float32, 3, use_c=False)
+    assert torch.equal(loss.forward(z, every_other), numpy_loss.forward(z, every_other))
+    for bad, named in (([0, 1, 3, 0, 1, 2, 0, 1], "target 3"),
+                       ([0, -1, 2, 0, 1, 5, 0, 1], "target -1")):
+        with pytest.raises(TargetError, match=f"{named} is out of bounds for 3 classes"):
+            loss.forward(z, torch.tensor(bad))
+
