@@ -239,22 +239,18 @@ class _PlainCrossEntropyStep:
         self.native = _native_cross_entropy(like.dtype) if self.on_cpu else None
         self.checks_targets = self.native is not None
         if self.native is not None:
+            self.shifted = like.new_empty(batch, classes)  # (B, C) z − max
+            self.log_sum = like.new_empty(batch, 1)  # (B, 1) log Σ exp(z − max)
+            self.native_log_probs = like.new_empty(batch, classes)  # (B, C)
             # (runs, 3): the order of aten's nll_loss sum, as vecmath computes it
             self.plan = torch.tensor(vecmath._cascade_plan(batch), dtype=torch.int64)
             self.native_scalars = (batch, classes, self.plan.data_ptr(), self.plan.shape[0])
             self.inverse_batch_value = inverse_batch.item()  # exact in a Python float
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.native is not None:
+            return self._native_forward(z, y)
         self.log_probs = log_softmax_values(z, 1, as_torch_kernel=False)  # (B, C)
-        if self.native is not None:  # −(1/B) Σ_i log p_{i,y_i} in nll_loss's order
-            self.targets = y if y.is_contiguous() else y.contiguous()  # (B,)
-            loss = self.log_probs.new_empty(())  # ()
-            bad_row = self.native.nll_mean(self.log_probs.data_ptr(),
-                                           self.targets.data_ptr(),
-                                           *self.native_scalars, loss.data_ptr())
-            if bad_row >= 0:
-                _raise_target_error(y, self.dz.shape[1])
-            return loss
         self.target = y.unsqueeze(1)  # (B, 1)
         if self.on_cpu:  # −log p_{i,y_i}, summed in the order of torch's nll_loss
             loss_rows = -self.log_probs.numpy()[self.rows, y.numpy()]  # (B,)
@@ -262,6 +258,25 @@ class _PlainCrossEntropyStep:
             return torch.from_numpy(np.asarray(mean))  # ()
         loss_rows = -self.log_probs.gather(1, self.target).squeeze(1)  # (B,) −log p
         return loss_rows.sum() / z.shape[0]  # ()
+
+    def _native_forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The same ops as log_softmax_values(z, 1, as_torch_kernel=False) and the
+        NumPy loss below: the max shift and the last subtraction, the picks and
+        the cascade sum in C, exp, the row sums and log in torch."""
+        z = z if z.is_contiguous() else z.contiguous()
+        self.targets = y if y.is_contiguous() else y.contiguous()  # (B,)
+        batch, classes = self.native_scalars[:2]
+        self.native.shift_by_row_max(z.data_ptr(), self.shifted.data_ptr(), batch, classes)
+        exp_shifted = torch.exp(self.shifted, out=self.dz)  # dz as scratch, (B, C)
+        torch.sum(exp_shifted, 1, keepdim=True, out=self.log_sum).log_()  # (B, 1)
+        self.log_probs = self.native_log_probs  # (B, C), written by nll_mean
+        loss = z.new_empty(())  # ()
+        bad_row = self.native.nll_mean(self.shifted.data_ptr(), self.log_sum.data_ptr(),
+                                       self.log_probs.data_ptr(), self.targets.data_ptr(),
+                                       *self.native_scalars, loss.data_ptr())
+        if bad_row >= 0:
+            _raise_target_error(y, classes)
+        return loss
 
     def backward(self) -> torch.Tensor:
         torch.exp(self.log_probs, out=self.dz)  # p, (B, C)
@@ -274,7 +289,9 @@ class _PlainCrossEntropyStep:
 
 
 class _NativeCrossEntropy(NamedTuple):
-    nll_mean: Callable[..., int]  # (log p, y, B, C, plan, runs, &loss) → bad row or −1
+    shift_by_row_max: Callable[..., None]  # (z, shifted, B, C)
+    # (shifted, log Σ, log p, y, B, C, plan, runs, &loss) → bad row or −1
+    nll_mean: Callable[..., int]
     nll_backward: Callable[..., None]  # (dz, y, B, C, 1/B)
 
 
@@ -285,13 +302,15 @@ def _native_cross_entropy(dtype: torch.dtype) -> _NativeCrossEntropy | None:
         return None
     suffix = str(dtype).removeprefix("torch.")  # "float32"
     pointer, size = ctypes.c_void_p, ctypes.c_int64
-    nll_mean = native.function("cross_entropy", f"scratchnet_nll_mean_{suffix}", size,
-                               [pointer, pointer, size, size, pointer, size, pointer])
-    nll_backward = native.function("cross_entropy", f"scratchnet_nll_backward_{suffix}",
-                                   None, [pointer, pointer, size, size, scalar])
-    if nll_mean is None or nll_backward is None:
+    signatures = {"shift_by_row_max": (None, [pointer, pointer, size, size]),
+                  "nll_mean": (size, [*[pointer] * 4, size, size, pointer, size, pointer]),
+                  "nll_backward": (None, [pointer, pointer, size, size, scalar])}
+    loops = {name: native.function("cross_entropy", f"scratchnet_{name}_{suffix}",
+                                   restype, argtypes)
+             for name, (restype, argtypes) in signatures.items()}
+    if any(loop is None for loop in loops.values()):
         return None
-    return _NativeCrossEntropy(nll_mean, nll_backward)
+    return _NativeCrossEntropy(**loops)
 
 
 def _raise_target_error(y: torch.Tensor, classes: int) -> None:

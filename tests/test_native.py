@@ -234,25 +234,36 @@ def _plain_loss(batch: int, dtype: torch.dtype, classes: int, use_c: bool):
 @given(dtype=st.sampled_from([torch.float32, torch.float64]),
        batch=st.sampled_from([1, 2, 15, 16, 17, 64, 100, 256, 257, 600]),
        classes=st.integers(1, 12), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
+       specials=st.sampled_from([(), (float("nan"),), (float("inf"), -float("inf")),
+                                 (0.0, -0.0)]),
        seed=st.integers(0, 2**31 - 1))
-def test_c_cross_entropy_equals_the_numpy_path(dtype, batch, classes, scale, seed):
-    """The C loops give the loss and dz bit for bit as the NumPy/torch ops they
-    replace (the cascade order of nll_loss included: batches across 16-row
-    flushes and 256-row carries), which equal the tape's in float64
-    (tests/test_fast.py::test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance)."""
+def test_c_cross_entropy_equals_the_numpy_path(dtype, batch, classes, scale, specials,
+                                               seed):
+    """The C loops give the loss, log p and dz bit for bit as the NumPy/torch
+    ops they replace (the cascade order of nll_loss included: batches across
+    16-row flushes and 256-row carries; NaN, ±inf and ±0 logits too), which
+    equal the tape's in float64 (tests/test_fast.py::
+    test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance)."""
     generator = torch.Generator().manual_seed(seed)
     z = torch.randn(batch, classes, generator=generator, dtype=dtype) * scale
+    z.view(-1)[torch.randperm(z.numel(), generator=generator)[:len(specials)]] = \
+        torch.tensor(specials[:z.numel()], dtype=dtype)
     y = torch.randint(0, classes, (batch,), generator=generator)
     results = []
     for use_c in (True, False):
         loss = _plain_loss(batch, dtype, classes, use_c)
         assert (loss.native is not None) == use_c, native.why_unavailable("cross_entropy")
         value = loss.forward(z, y)
-        results.append((value.clone(), loss.backward().clone()))
-    (c_loss, c_dz), (numpy_loss, numpy_dz) = results
+        log_probs = loss.log_probs.clone()
+        results.append((value.clone(), log_probs, loss.backward().clone()))
+    c_loss = results[0][0]
     assert c_loss.dtype == dtype and c_loss.shape == ()
-    assert torch.equal(c_loss, numpy_loss), f"loss {c_loss.item()!r} != {numpy_loss.item()!r}"
-    assert torch.equal(c_dz, numpy_dz)
+    for name, ours, theirs in zip(("loss", "log p", "dz"), *results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+        numbers = ~theirs.isnan()  # (a NaN's sign bit carries no meaning)
+        assert torch.equal(ours.signbit()[numbers], theirs.signbit()[numbers]), \
+            f"{name}: signs of zero"
 
 
 @needs_compiler

@@ -1,14 +1,17 @@
-/* The two batch loops of the plain cross-entropy step (scratchnet/fast.py,
- * _PlainCrossEntropyStep) around torch's exp and log: the loss from log p, and
- * the fused backward's scaling and target subtraction. They replace a handful
- * of small torch and NumPy ops that each cost microseconds inside a training
- * step, and compute the same IEEE operations in the same order, so the values
- * are the same bit for bit (tests/test_native.py):
+/* The batch loops of the plain cross-entropy step (scratchnet/fast.py,
+ * _PlainCrossEntropyStep) around torch's exp, row sum and log: the shift by
+ * the row maximum, log p and the loss, and the fused backward's scaling and
+ * target subtraction. They replace a handful of small torch and NumPy ops that
+ * each cost microseconds inside a training step, and compute the same IEEE
+ * operations in the same order, so the values are the same bit for bit
+ * (tests/test_native.py):
  *
- *     loss = (1/B) Σ_i −log p_{i,y_i}, the sum in the order of aten's CPU
- *            nll_loss (the plan from scratchnet.nn.functional.vecmath.
- *            _cascade_plan: runs summed left to right, then carried up levels)
- *     dz   = p · (1/B), then dz_{i,y_i} += −1/B
+ *     shifted = z − max_j z_j        (torch.amax: a NaN in the row gives NaN)
+ *     log p   = shifted − log Σ_j exp(shifted_j)    (the log Σ exp from torch)
+ *     loss    = (1/B) Σ_i −log p_{i,y_i}, the sum in the order of aten's CPU
+ *               nll_loss (the plan from scratchnet.nn.functional.vecmath.
+ *               _cascade_plan: runs summed left to right, then carried up)
+ *     dz      = p · (1/B), then dz_{i,y_i} += −1/B    (p = exp(log p) from torch)
  *
  * B = batch, C = classes; every array contiguous, row-major. Built like adam.c
  * (-ffp-contract=off: nothing fused).
@@ -18,15 +21,34 @@
 #define CASCADE_LEVELS 8 /* aten's nll_loss: vecmath._cascade_shape */
 
 #define CROSS_ENTROPY(T)                                                           \
-    /* log_probs: (B, C); targets: (B,); plan: (runs, 3) of (start, stop,        \
-     * carries). Writes the mean into *mean and returns -1, or returns the       \
-     * first row whose target is not in [0, C) (nothing read out of bounds). */  \
-    int64_t scratchnet_nll_mean_##T(const T *log_probs, const int64_t *targets,  \
+    /* z, shifted: (B, C). */                                                     \
+    void scratchnet_shift_by_row_max_##T(const T *z, T *shifted, int64_t batch,  \
+                                         int64_t classes) {                      \
+        for (int64_t i = 0; i < batch; i++) {                                     \
+            const T *row = z + i * classes;                                       \
+            T max = row[0];                                                       \
+            for (int64_t j = 1; j < classes; j++)                                 \
+                if (row[j] > max || row[j] != row[j]) /* NaN stays */            \
+                    max = row[j];                                                 \
+            for (int64_t j = 0; j < classes; j++)                                 \
+                shifted[i * classes + j] = row[j] - max;                          \
+        }                                                                         \
+    }                                                                             \
+                                                                                  \
+    /* shifted, log_probs: (B, C); log_sum, targets: (B,); plan: (runs, 3) of    \
+     * (start, stop, carries). Writes log p and the mean, and returns -1; or     \
+     * returns the first row whose target is not in [0, C), having written      \
+     * nothing. */                                                               \
+    int64_t scratchnet_nll_mean_##T(const T *shifted, const T *log_sum,          \
+                                    T *log_probs, const int64_t *targets,        \
                                     int64_t batch, int64_t classes,              \
                                     const int64_t *plan, int64_t runs, T *mean) { \
         for (int64_t i = 0; i < batch; i++)                                       \
             if (targets[i] < 0 || targets[i] >= classes)                          \
                 return i;                                                         \
+        for (int64_t i = 0; i < batch; i++)                                       \
+            for (int64_t j = 0; j < classes; j++)                                 \
+                log_probs[i * classes + j] = shifted[i * classes + j] - log_sum[i]; \
         T partial[CASCADE_LEVELS] = {0};                                          \
         for (int64_t r = 0; r < runs; r++) {                                      \
             const int64_t start = plan[3 * r], stop = plan[3 * r + 1];            \
