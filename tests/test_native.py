@@ -159,6 +159,7 @@ def fresh_build(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCHNET_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(native, "_loaded", {})
     monkeypatch.setattr(native, "_why_unavailable", {})
+    monkeypatch.setattr(native, "_built_with", {})
     return tmp_path
 
 
@@ -187,6 +188,25 @@ def test_without_a_working_compiler_load_says_why_and_leaves_nothing(fresh_build
     optimizer = scratchnet.optim.Adam(params)
     optimizer.step()
     assert _loop_of(optimizer) is None
+
+
+@needs_compiler
+def test_a_compiler_without_openmp_builds_the_one_thread_loop(fresh_build, monkeypatch,
+                                                              tmp_path_factory):
+    """A compiler that rejects -fopenmp (clang without libomp) still gives the
+    loop, on one thread, with the same numbers."""
+    wrapper = tmp_path_factory.mktemp("bin") / "cc-without-openmp"
+    wrapper.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && '
+                       f'{{ echo "unsupported: -fopenmp" >&2; exit 1; }}; done\n'
+                       f'exec {native.c_compiler()} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    assert native.load("adam") is not None, native.why_unavailable("adam")
+    assert "-march=native" in native.built_with("adam")
+    assert "-fopenmp" not in native.built_with("adam")
+    test_c_loop_equals_torch_adam.hypothesis.inner_test(
+        dtype=torch.float32, sizes=[700, 3], beta1=0.9, beta2=0.999, lr=1e-3, eps=1e-8,
+        steps=2, seed=6)
 
 
 def test_scratchnet_native_0_turns_it_off(fresh_build, monkeypatch):

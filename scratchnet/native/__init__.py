@@ -34,9 +34,11 @@ from typing import Any
 
 # -ffp-contract=off: no multiply-add is fused unless the source says fma();
 # -fno-math-errno: sqrt may vectorize (it sets no errno on a negative input).
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno",
-         "-shared", "-fPIC")
-OPENMP_FLAGS = ("-fopenmp",)  # tried first; without it the loop runs on one thread
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+# tried in turn until one builds: this CPU's vector instructions and OpenMP
+# threads (on torch's pool: the libgomp torch has loaded is the one linked),
+# then one thread, then portable code
+EXTRA_FLAGS = (("-march=native", "-fopenmp"), ("-march=native",), ())
 BUILD_TIMEOUT_S = 120
 
 _SOURCES = Path(__file__).parent
@@ -107,7 +109,7 @@ def _build_and_load(name: str) -> ctypes.CDLL:
         raise _Unavailable("no C compiler (cc, gcc or clang) on the PATH; set CC")
     source = _SOURCES / f"{name}.c"
     errors = []
-    for extra in (OPENMP_FLAGS, ()):
+    for extra in EXTRA_FLAGS:
         flags = (*FLAGS, *extra)
         library = cache_dir() / f"{name}-{_build_key(source, compiler, flags)}.so"
         if not library.exists():
