@@ -7,7 +7,9 @@ or, when a group's parameters and gradients lie one after another in one buffer
 each (:class:`scratchnet.nn.utils.FlatParameters`), each line of the update run
 once over the whole buffer (``_flat_step``, at the end of this file): the state
 is then laid out flat too, each parameter's ``exp_avg`` etc. a view into it, so
-``state_dict()`` is unchanged.
+``state_dict()`` is unchanged. On the flat path the plain update can also run
+as one fused loop (``FastTrainer(compile_optimizer=True)``: a C loop on the CPU,
+torch.compile elsewhere; at the end of this file).
 """
 
 from __future__ import annotations
@@ -522,4 +524,5 @@ def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
 def _any_overlap(buffers: tuple[torch.Tensor, ...]) -> bool:
     spans = sorted((b.data_ptr(), b.data_ptr() + b.numel() * b.element_size())
                    for b in buffers)
-    return any(end > next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
+    return any(end > next_start
+               for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
