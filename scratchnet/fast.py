@@ -41,7 +41,13 @@ import torch
 
 from scratchnet import native, nn
 from scratchnet.autodiff import Context, no_grad
-from scratchnet.errors import DTypeError, OptionError, ShapeError, TargetError
+from scratchnet.errors import (
+    DeviceError,
+    DTypeError,
+    OptionError,
+    ShapeError,
+    TargetError,
+)
 from scratchnet.nn.functional import vecmath
 from scratchnet.nn.functional.loss import CrossEntropy
 from scratchnet.nn.functional.softmax import Softmax, log_softmax_values
@@ -218,13 +224,15 @@ class _PlainCrossEntropyStep:
     scratchnet.nn.functional.vecmath). tests/test_fast.py::
     test_plain_loss_equals_the_tape_in_float64_and_torch_within_tolerance.
 
-    On CPU the (B,) picks, their cascade sum, the division by B and the
-    backward's scaling and target subtraction are one C loop each
-    (scratchnet/native/cross_entropy.c; the same IEEE operations in the same
-    order), or, where it cannot be built, NumPy operations on views of the same
-    memory: a step runs each op once with cold caches, where every torch op
-    costs several microseconds. The C forward also checks the targets' range
-    (``checks_targets``), so the trainer need not."""
+    On CPU everything around torch's exp, row sums and log is a C loop
+    (scratchnet/native/cross_entropy.c: the shift by the row max, log p's
+    subtraction with the (B,) picks, their cascade sum and the division by B,
+    and the backward's scaling and target subtraction; the same IEEE
+    operations in the same order), or, where it cannot be built, torch ops and
+    NumPy operations on views of the same memory: a step runs each op once with
+    cold caches, where every torch op costs several microseconds. The C forward
+    also checks the targets' range (``checks_targets``), so the trainer need
+    not."""
 
     checks_targets = False  # True once allocate() found the C loops
 
@@ -296,7 +304,7 @@ class _NativeCrossEntropy(NamedTuple):
 
 
 def _native_cross_entropy(dtype: torch.dtype) -> _NativeCrossEntropy | None:
-    """scratchnet/native/cross_entropy.c's two loops for ``dtype``, or None."""
+    """scratchnet/native/cross_entropy.c's three loops for ``dtype``, or None."""
     scalar = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}.get(dtype)
     if scalar is None:
         return None
@@ -440,7 +448,10 @@ class FastTrainer:
                     param.grad = view
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        dtype = self.flat.flat_params.dtype
+        dtype, device = self.flat.flat_params.dtype, self.flat.flat_params.device
+        if x.device != device or y.device != device:
+            raise DeviceError(f"FastTrainer: input on {x.device} and targets on "
+                              f"{y.device}, but the model is on {device}")
         if x.dtype != dtype:
             raise DTypeError(f"FastTrainer: input dtype {x.dtype} does not match the "
                              f"model's {dtype}")

@@ -16,7 +16,7 @@ import torch
 
 import scratchnet.optim
 from scratchnet import nn
-from scratchnet.errors import DTypeError, OptionError, TargetError
+from scratchnet.errors import DeviceError, DTypeError, OptionError, TargetError
 from scratchnet.fast import FastTrainer
 from scratchnet.train import build_model, seed_everything, train_step
 from tests.oracles import assert_parity
@@ -150,6 +150,11 @@ def test_unsupported_layers_losses_and_bad_batches_are_refused():
         trainer.step(torch.zeros(2, 4), torch.tensor([-1, 0]))
     with pytest.raises(TargetError, match="shape"):
         trainer.step(torch.zeros(2, 4), torch.zeros(3).long())
+    with pytest.raises(DeviceError, match="input on meta and targets on cpu, but the "
+                                          "model is on cpu"):
+        trainer.step(torch.zeros(2, 4, device="meta"), torch.zeros(2).long())
+    with pytest.raises(DeviceError, match="targets on meta"):
+        trainer.step(torch.zeros(2, 4), torch.zeros(2, device="meta").long())
 
 
 @pytest.mark.parametrize("loop", [
