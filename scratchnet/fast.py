@@ -350,11 +350,12 @@ class FastTrainer:
             AdamW take their flat path when it holds all of them, in order, in
             one group.
         loss_fn: a default :class:`scratchnet.nn.CrossEntropyLoss` (or None).
-        compile_optimizer: run Adam/AdamW's plain flat update (no weight decay,
-            AMSGrad or maximize) as one compiled loop instead of seven passes:
-            on the CPU a C loop (scratchnet/native/adam.c, built once per
-            machine with the system's C compiler, a fraction of a second),
-            elsewhere or without a compiler ``torch.compile`` (the first step
+        compile_optimizer: run Adam/AdamW's flat update (without AMSGrad,
+            maximize or Adam's L2 weight decay) as one compiled loop instead of
+            seven passes: on the CPU a C loop (scratchnet/native/adam.c, built
+            once per machine with the system's C compiler, a fraction of a
+            second; AdamW's decoupled decay included), elsewhere or without a
+            compiler ``torch.compile`` (no weight decay; the first step
             compiles: 2–3 s on a warm inductor cache, 15 s on a cold one, on 2
             cores). m and v bit for bit the eager update's, θ differs in the
             last bit where torch's eager √ rounds off (see

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -57,27 +58,45 @@ def _loop_of(optimizer: scratchnet.optim.Adam):
        beta1=st.sampled_from([0.0, 0.3, 0.5, 0.9, 0.99]),
        beta2=st.sampled_from([0.0, 0.5, 0.9, 0.999, 0.9999]),
        lr=st.sampled_from([1e-4, 1e-3, 0.1]), eps=st.sampled_from([1e-8, 1e-3]),
+       weight_decay=st.sampled_from([0.0, 0.0, 1e-2, 0.3]),
        steps=st.integers(1, 4), seed=st.integers(0, 2**31 - 1))
-def test_c_loop_equals_torch_adam(dtype, sizes, beta1, beta2, lr, eps, steps, seed):
+def test_c_loop_equals_torch_adam(dtype, sizes, beta1, beta2, lr, eps, weight_decay,
+                                  steps, seed):
     """From the same parameters and gradients (of magnitudes 1e-20…1e2: tiny
-    g² underflow), m and v equal torch.optim.Adam's bit for bit after every
-    step, θ within the parity contract."""
+    g² underflow), m and v equal torch.optim.Adam's (with a weight decay:
+    AdamW's, the decay decoupled) bit for bit after every step, θ within the
+    parity contract. The eager flat update is switched off: the loop did it."""
     ours, our_grads = _flat_params(sizes, dtype, seed)
     theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
     options = {"lr": lr, "betas": (beta1, beta2), "eps": eps}
-    our_optimizer = scratchnet.optim.Adam(ours, **options)
+    name = "Adam"
+    if weight_decay:
+        options["weight_decay"], name = weight_decay, "AdamW"
+    our_optimizer = getattr(scratchnet.optim, name)(ours, **options)
     our_optimizer._compiled_flat_update = True  # what FastTrainer(compile_optimizer=True) sets
-    their_optimizer = torch.optim.Adam(theirs, foreach=False, **options)
+    their_optimizer = getattr(torch.optim, name)(theirs, foreach=False, **options)
+    _steps_with_the_c_loop(our_optimizer, their_optimizer, ours, theirs, our_grads,
+                           steps, seed)
+
+
+def _steps_with_the_c_loop(our_optimizer, their_optimizer, ours, theirs, our_grads,
+                           steps, seed):
+    """``steps`` steps of both optimizers on the same gradients, compared after
+    each; the eager flat update must not run (the loop does the update)."""
+    no_eager = mock.patch.object(adam, "_flat_step",
+                                 side_effect=AssertionError("the eager flat update ran"))
     generator = torch.Generator().manual_seed(seed + 1)
     for step in range(steps):
         exponents = torch.randint(-20, 3, our_grads.shape, generator=generator)
+        dtype = our_grads.dtype
         our_grads.copy_(torch.randn(our_grads.shape, generator=generator, dtype=dtype)
                         * torch.pow(10.0, exponents.to(dtype)))
         offset = 0
         for param in theirs:
             param.grad = our_grads[offset:offset + param.numel()].clone()
             offset += param.numel()
-        our_optimizer.step()
+        with no_eager:
+            our_optimizer.step()
         their_optimizer.step()
         assert _loop_of(our_optimizer) is not None, native.why_unavailable("adam")
         for i, (our, their) in enumerate(zip(ours, theirs, strict=True)):
@@ -120,8 +139,9 @@ def test_c_loop_gives_the_same_bits_on_any_thread_count(dtype):
 @pytest.mark.parametrize("options", [{"weight_decay": 0.1}, {"amsgrad": True},
                                      {"maximize": True}])
 def test_options_the_loop_does_not_cover_take_the_eager_update(options):
-    """Weight decay, AMSGrad and maximize are not in the loop: with them the
-    compiled path steps aside and the result is the eager one, bit for bit."""
+    """L2 weight decay (Adam's, not AdamW's), AMSGrad and maximize are not in the
+    loop: with them the compiled path steps aside and the result is the eager
+    one, bit for bit."""
     compiled_params, compiled_grads = _flat_params([300, 20], torch.float32, seed=2)
     eager_params, eager_grads = _flat_params([300, 20], torch.float32, seed=2)
     grad = torch.randn(320, generator=torch.Generator().manual_seed(3))
@@ -206,7 +226,7 @@ def test_a_compiler_without_openmp_builds_the_one_thread_loop(fresh_build, monke
     assert "-fopenmp" not in native.built_with("adam")
     test_c_loop_equals_torch_adam.hypothesis.inner_test(
         dtype=torch.float32, sizes=[700, 3], beta1=0.9, beta2=0.999, lr=1e-3, eps=1e-8,
-        steps=2, seed=6)
+        weight_decay=0.0, steps=2, seed=6)
 
 
 def test_scratchnet_native_0_turns_it_off(fresh_build, monkeypatch):

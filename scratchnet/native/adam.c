@@ -1,7 +1,9 @@
-/* Adam's plain update (no weight decay, AMSGrad or maximize) as one loop over
- * the flat buffers: each element's θ, g, m, v read once and θ, m, v written
- * once, instead of the seven passes of the eager flat update.
+/* Adam's update without AMSGrad, maximize or L2 weight decay (AdamW's
+ * decoupled decay included) as one loop over the flat buffers: each element's
+ * θ, g, m, v read once and θ, m, v written once, instead of the seven passes of
+ * the eager flat update.
  *
+ *     θ ← θ·(1 - γλ)                            (torch's mul_; 1 without decay)
  *     m ← β₁m + (1-β₁)g                         (torch's lerp_)
  *     v ← β₂v + (1-β₂)g²                        (torch's mul_ then addcmul_)
  *     θ ← θ - γ/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)  (torch's sqrt, div_, add_, addcdiv_)
@@ -37,7 +39,7 @@
                              T *restrict exp_avg, T *restrict exp_avg_sq,         \
                              int64_t begin, int64_t end, T weight, T beta2,       \
                              T one_minus_beta2, T minus_step_size,                \
-                             T bias_correction2_sqrt, T eps) {                    \
+                             T bias_correction2_sqrt, T eps, T decay) {           \
         const int small_weight = fabs((double)weight) < 0.5; /* torch's lerp */  \
         const T lerp_coefficient = small_weight ? weight : weight - 1;            \
         _Pragma("omp simd")                                                       \
@@ -49,16 +51,16 @@
             const T denom = SQRT(v) / bias_correction2_sqrt + eps; /* √v̂ + ε */  \
             exp_avg[i] = m;                                                       \
             exp_avg_sq[i] = v;                                                    \
-            param[i] = param[i] + (minus_step_size * m) / denom;                  \
+            param[i] = param[i] * decay + (minus_step_size * m) / denom;          \
         }                                                                         \
     }                                                                             \
                                                                                   \
     /* param, grad, exp_avg, exp_avg_sq: (n,) each, contiguous, not overlapping;  \
-     * weight = 1-β₁, minus_step_size = -γ/(1-β₁ᵗ). */                            \
+     * weight = 1-β₁, minus_step_size = -γ/(1-β₁ᵗ), decay = 1-γλ. */              \
     void NAME(T *restrict param, const T *restrict grad, T *restrict exp_avg,     \
               T *restrict exp_avg_sq, int64_t n, T weight, T beta2,               \
               T one_minus_beta2, T minus_step_size, T bias_correction2_sqrt,      \
-              T eps, int threads) {                                               \
+              T eps, T decay, int threads) {                                      \
         _Pragma("omp parallel num_threads(threads)")                              \
         {                                                                         \
             int64_t thread = 0, thread_count = 1;                                 \
@@ -70,7 +72,7 @@
             if (begin < end)                                                      \
                 NAME##_slice(param, grad, exp_avg, exp_avg_sq, begin, end,        \
                              weight, beta2, one_minus_beta2, minus_step_size,     \
-                             bias_correction2_sqrt, eps);                         \
+                             bias_correction2_sqrt, eps, decay);                  \
         }                                                                         \
     }
 

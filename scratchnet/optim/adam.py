@@ -7,9 +7,10 @@ or, when a group's parameters and gradients lie one after another in one buffer
 each (:class:`scratchnet.nn.utils.FlatParameters`), each line of the update run
 once over the whole buffer (``_flat_step``, at the end of this file): the state
 is then laid out flat too, each parameter's ``exp_avg`` etc. a view into it, so
-``state_dict()`` is unchanged. On the flat path the plain update can also run
-as one fused loop (``FastTrainer(compile_optimizer=True)``: a C loop on the CPU,
-torch.compile elsewhere; at the end of this file).
+``state_dict()`` is unchanged. On the flat path the update (without AMSGrad,
+maximize or L2 weight decay) can also run as one fused loop
+(``FastTrainer(compile_optimizer=True)``: a C loop on the CPU, AdamW's decay
+included; torch.compile elsewhere, without decay; at the end of this file).
 """
 
 from __future__ import annotations
@@ -423,8 +424,9 @@ def _flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> None:
 # The lines of _flat_step fused into one loop over the buffers: one read of θ, g, m,
 # v and one write of θ, m, v per element instead of seven passes. On the CPU the
 # loop is C (scratchnet/native/adam.c, built once with the system's compiler,
-# called through ctypes: no Python-level wrapper between the step and the loop);
-# elsewhere, or where it cannot be built, torch.compile fuses _adam_kernel below.
+# called through ctypes: no Python-level wrapper between the step and the loop;
+# AdamW's decoupled decay θ·(1 - γλ) included); elsewhere, or where it cannot be
+# built, torch.compile fuses _adam_kernel below (no weight decay).
 #
 # Rounding. Both loops round as torch's eager CPU kernels do: torch's lerp and
 # addcmul kernels use a fused multiply-add (m + w·(g − m) and (c·g)·g + v rounded
@@ -463,19 +465,28 @@ _compiled_kernel: list[Any] = []  # [the compiled function], or [None] if unavai
 
 
 def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
-    """The plain case (no weight decay, amsgrad or maximize) through the C loop
-    or the compiled kernel; False (nothing done) where neither applies."""
-    if group["weight_decay"] != 0 or group["amsgrad"] or group["maximize"]:
+    """The update without amsgrad, maximize or L2 weight decay through the C
+    loop (AdamW's decoupled decay included) or the compiled kernel (no weight
+    decay at all); False (nothing done) where neither applies."""
+    if group["amsgrad"] or group["maximize"]:
+        return False
+    decoupled = group["decoupled_weight_decay"]
+    if group["weight_decay"] != 0 and not decoupled:
         return False
     beta1, beta2 = group["betas"]
+    lr = group["lr"]
     native_loop = flat.native_loop()
     if native_loop is not None:
         step = flat.advance_steps()  # t ← t + 1
         native_loop(1 - beta1, beta2, 1 - beta2,
-                    -(group["lr"] / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
+                    -(lr / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
                     (1 - beta2**step) ** 0.5,  # √(1 - β₂ᵗ)
-                    group["eps"], torch.get_num_threads())
+                    group["eps"],
+                    1 - lr * group["weight_decay"] if decoupled else 1.0,  # 1 - γλ
+                    torch.get_num_threads())
         return True
+    if group["weight_decay"] != 0:
+        return False
     if not _compiled_kernel:
         try:
             _compiled_kernel.append(torch.compile(_adam_kernel, dynamic=False,
@@ -513,9 +524,9 @@ def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
                        for b in buffers) or _any_overlap(buffers):
         return None
     symbol, scalar = _NATIVE_LOOPS[flat.params.dtype]
-    # (θ, g, m, v, n, 1-β₁, β₂, 1-β₂, -γ/(1-β₁ᵗ), √(1-β₂ᵗ), ε, threads)
+    # (θ, g, m, v, n, 1-β₁, β₂, 1-β₂, -γ/(1-β₁ᵗ), √(1-β₂ᵗ), ε, 1-γλ, threads)
     loop = native.function("adam", symbol, None, [*[ctypes.c_void_p] * 4, ctypes.c_int64,
-                                                  *[scalar] * 6, ctypes.c_int])
+                                                  *[scalar] * 7, ctypes.c_int])
     if loop is None:
         return None
     return functools.partial(loop, *(b.data_ptr() for b in buffers), flat.params.numel())
