@@ -706,7 +706,9 @@ def measure_memory(config: BenchConfig, model_name: str) -> dict[str, Any]:
 
     package_root = str(Path(__file__).resolve().parent.parent)
     results = {}
-    for side in ("torch", "torch_fused", "tape", "fast"):
+    sides = ("torch", "torch_fused", "tape", "fast") + (("fast_compiled",)
+                                                         if config.compile else ())
+    for side in sides:
         request = json.dumps({"config": asdict(config), "side": side,
                               "model": model_name, "batch": config.memory_batch})
         completed = subprocess.run(
