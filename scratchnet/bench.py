@@ -614,8 +614,8 @@ def scratchnet_epoch(config: BenchConfig, root: Path | None = None,
 def _compile_fast_step(config: BenchConfig) -> float:
     """Seconds of fast_compiled's first step on a fresh model: building or
     loading its Adam loop (the C loops: milliseconds from their cache, about
-    0.5 s to build; torch.compile's: about 2 s from inductor's disk cache, 15 s cold,
-    on 2 cores; a fraction of a second where this process has it already)."""
+    0.5 s to build; torch.compile's: about 2 s from inductor's disk cache, 15 s
+    cold, on 2 cores; a fraction of a second where this process has it)."""
     import scratchnet.optim
     from scratchnet.fast import FastTrainer
 
