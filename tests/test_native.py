@@ -1,7 +1,7 @@
 """scratchnet/native: its C loops against the torch ops they replace, and
 their build.
 
-The Adam loop (adam.c) must give m and v bit for bit as torch.optim.Adam does,
+The Adam loop (adam.c) must give m and v bit for bit as torch.optim.Adam (and AdamW) does,
 and θ within the parity contract (√v is correctly rounded in the loop and not
 always in torch's eager CPU sqrt: θ may differ in its last bit). The plain
 cross-entropy's loops (cross_entropy.c) must give the loss and its gradient bit
