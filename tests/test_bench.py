@@ -152,3 +152,16 @@ def test_epoch_rounds_are_interleaved_and_reported_by_their_median(monkeypatch, 
     assert "scratchnet_fast: 2.00× faster than the seed pipeline (median over rounds; " \
         "2.00–3.00)." in table
     assert "(building or loading its Adam loop) ran before the rounds, in 1.50 s" in table
+
+
+def test_the_results_say_which_adam_loop_fast_compiled_ran(monkeypatch):
+    """The C loop with its compiler and flags, or why it was unavailable."""
+    from scratchnet import native
+
+    if native.load("adam") is not None:
+        note = bench._adam_loop_notes(_tiny(compile=True))[0]
+        assert "Adam ran the C loop" in note and native.built_with("adam") in note
+    monkeypatch.setattr(native, "_loaded", {"adam": None})
+    monkeypatch.setattr(native, "_why_unavailable", {"adam": "no C compiler"})
+    notes = bench._adam_loop_notes(_tiny(compile=True))
+    assert "the C Adam loop is unavailable (no C compiler); torch.compile's ran" in notes[0]
