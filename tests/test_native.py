@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -95,6 +96,7 @@ def _steps_with_the_c_loop(our_optimizer, their_optimizer, ours, theirs, our_gra
         for param in theirs:
             param.grad = our_grads[offset:offset + param.numel()].clone()
             offset += param.numel()
+        before = [our.detach().clone() for our in ours]
         with no_eager:
             our_optimizer.step()
         their_optimizer.step()
@@ -106,8 +108,28 @@ def _steps_with_the_c_loop(our_optimizer, their_optimizer, ours, theirs, our_gra
                     f"param {i} {name} at step {step + 1} ({dtype})"
             assert float(our_state["step"]) == float(their_state["step"])
             assert_parity(our.detach(), their.detach(), f"param {i} at step {step + 1}")
+            expected = _update_with_a_correctly_rounded_sqrt(
+                before[i], our_state, their_optimizer.param_groups[0])
+            assert torch.equal(our.detach(), expected), \
+                f"param {i} at step {step + 1}: not the eager formula with a correct √"
             # the parameters must not drift apart over steps: start each step equal
             their.data.copy_(our.detach())
+
+
+def _update_with_a_correctly_rounded_sqrt(param: torch.Tensor, state: dict,
+                                          group: dict) -> torch.Tensor:
+    """θ·(1 - γλ) + (-γ/(1-β₁ᵗ))·m / (√v/√(1-β₂ᵗ) + ε) from the new m and v, each
+    operation rounded on its own in the parameters' dtype, as torch's eager ops
+    (their Python-float scalars computed as torch/optim/adam.py does), except √,
+    which NumPy rounds correctly: the loop's θ must be this, bit for bit."""
+    t = float(state["step"])
+    beta1, beta2 = group["betas"]
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    kind = param.numpy().dtype.type
+    m, v = state["exp_avg"].numpy(), state["exp_avg_sq"].numpy()
+    denom = np.sqrt(v) / kind((1 - beta2**t) ** 0.5) + kind(eps)
+    theta = param.numpy() * kind(1 - lr * weight_decay) + (kind(-(lr / (1 - beta1**t))) * m) / denom
+    return torch.from_numpy(theta)
 
 
 @needs_compiler

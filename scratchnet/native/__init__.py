@@ -39,6 +39,7 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
 # threads (on torch's pool: the libgomp torch has loaded is the one linked),
 # then one thread, then portable code
 EXTRA_FLAGS = (("-march=native", "-fopenmp"), ("-march=native",), ())
+LIBRARIES = ("-lm",)  # after the source: pow
 BUILD_TIMEOUT_S = 120
 
 _SOURCES = Path(__file__).parent
@@ -139,7 +140,7 @@ def _compile(compiler: str, flags: tuple[str, ...], source: Path, library: Path
     except OSError as error:
         return f"cannot write to {library.parent}: {error}"
     try:
-        done = subprocess.run([compiler, *flags, str(source), "-o", partial],
+        done = subprocess.run([compiler, *flags, str(source), "-o", partial, *LIBRARIES],
                               capture_output=True, text=True,
                               timeout=BUILD_TIMEOUT_S, check=False)
         if done.returncode != 0:
@@ -156,7 +157,7 @@ def _compile(compiler: str, flags: tuple[str, ...], source: Path, library: Path
 def _build_key(source: Path, compiler: str, flags: tuple[str, ...]) -> str:
     """16 hex digits naming the source, the compiler, its flags and the CPU."""
     parts = [source.read_bytes(), compiler.encode(), _compiler_version(compiler).encode(),
-             " ".join(flags).encode(), _cpu_identity().encode()]
+             " ".join((*flags, *LIBRARIES)).encode(), _cpu_identity().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 
 

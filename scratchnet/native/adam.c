@@ -14,8 +14,11 @@
  * lerp is fma(w, g - m, m), or fma(w - 1, g - m, g) for w ≥ 0.5; its addcmul
  * is fma((1-β₂)·g, g, β₂v)). m and v then equal the eager update's bit for bit.
  * √v is correctly rounded here and not always in torch's eager CPU sqrt, so θ
- * may differ in its last bit (tests/test_native.py). The scalars arrive rounded
- * to the buffers' type, as the eager kernels round their Python-float arguments.
+ * may differ in its last bit; with a correctly rounded √ in the eager formula,
+ * θ is equal bit for bit (tests/test_native.py). The step counters are advanced
+ * here and the bias corrections computed in double, with the C library's pow
+ * that Python's ** calls, then every scalar is rounded to the buffers' type, as
+ * the eager kernels round their Python-float arguments.
  *
  * Threads: the buffers are split into `threads` contiguous slices, one per
  * thread, on torch's OpenMP pool (the library is linked against the libgomp
@@ -55,26 +58,49 @@
         }                                                                         \
     }                                                                             \
                                                                                   \
-    /* param, grad, exp_avg, exp_avg_sq: (n,) each, contiguous, not overlapping;  \
-     * weight = 1-β₁, minus_step_size = -γ/(1-β₁ᵗ), decay = 1-γλ. */              \
+    /* param, grad, exp_avg, exp_avg_sq: (n,) each, contiguous, not overlapping; \
+     * steps: the parameters' (P,) step counters, float32 or (steps_double)      \
+     * float64, advanced by one here; then, with t the new step, every scalar   \
+     * in double as torch's Python computes it, rounded to T as its kernels     \
+     * round their arguments. weight_decay: AdamW's λ (0: none). */            \
     void NAME(T *restrict param, const T *restrict grad, T *restrict exp_avg,     \
-              T *restrict exp_avg_sq, int64_t n, T weight, T beta2,               \
-              T one_minus_beta2, T minus_step_size, T bias_correction2_sqrt,      \
-              T eps, T decay, int threads) {                                      \
+              T *restrict exp_avg_sq, int64_t n, void *steps, int steps_double,   \
+              int64_t parameter_count, double lr, double beta1, double beta2,     \
+              double eps, double weight_decay, int threads) {                     \
+        const double t = advance_steps(steps, steps_double, parameter_count);     \
+        const T weight = (T)(1 - beta1);                                          \
+        const T minus_step_size = (T)(-(lr / (1 - pow(beta1, t)))); /* -γ/(1-β₁ᵗ) */ \
+        const T bias_correction2_sqrt = (T)pow(1 - pow(beta2, t), 0.5); /* as ** 0.5 */ \
+        const T decay = (T)(1 - lr * weight_decay); /* 1-γλ */                  \
         _Pragma("omp parallel num_threads(threads)")                              \
         {                                                                         \
             int64_t thread = 0, thread_count = 1;                                 \
-            THREAD_SLOT(thread, thread_count);                                 \
+            THREAD_SLOT(thread, thread_count);                                    \
             int64_t slice = (n + thread_count - 1) / thread_count;                \
             slice = (slice + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;        \
             const int64_t begin = thread * slice;                                 \
             const int64_t end = begin + slice < n ? begin + slice : n;            \
             if (begin < end)                                                      \
                 NAME##_slice(param, grad, exp_avg, exp_avg_sq, begin, end,        \
-                             weight, beta2, one_minus_beta2, minus_step_size,     \
-                             bias_correction2_sqrt, eps, decay);                  \
+                             weight, (T)beta2, (T)(1 - beta2), minus_step_size,   \
+                             bias_correction2_sqrt, (T)eps, decay);               \
         }                                                                         \
     }
+
+/* t ← t + 1 for each of the P counters (in their own precision, as torch's
+ * `step += 1`); returns the first, the step all of them share. */
+static double advance_steps(void *steps, int steps_double, int64_t count) {
+    if (steps_double) {
+        double *counters = steps;
+        for (int64_t i = 0; i < count; i++)
+            counters[i] = counters[i] + 1;
+        return counters[0];
+    }
+    float *counters = steps;
+    for (int64_t i = 0; i < count; i++)
+        counters[i] = counters[i] + 1.0f;
+    return (double)counters[0];
+}
 
 ADAM_LOOP(scratchnet_adam_float32, float, fmaf, sqrtf)
 ADAM_LOOP(scratchnet_adam_float64, double, fma, sqrt)

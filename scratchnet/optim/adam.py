@@ -474,16 +474,10 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     if group["weight_decay"] != 0 and not decoupled:
         return False
     beta1, beta2 = group["betas"]
-    lr = group["lr"]
     native_loop = flat.native_loop()
-    if native_loop is not None:
-        step = flat.advance_steps()  # t ← t + 1
-        native_loop(1 - beta1, beta2, 1 - beta2,
-                    -(lr / (1 - beta1**step)),  # -γ / (1 - β₁ᵗ)
-                    (1 - beta2**step) ** 0.5,  # √(1 - β₂ᵗ)
-                    group["eps"],
-                    1 - lr * group["weight_decay"] if decoupled else 1.0,  # 1 - γλ
-                    torch.get_num_threads())
+    if native_loop is not None:  # t ← t + 1 and the bias corrections in the loop
+        native_loop(group["lr"], beta1, beta2, group["eps"],
+                    group["weight_decay"] if decoupled else 0.0, torch.get_num_threads())
         return True
     if group["weight_decay"] != 0:
         return False
@@ -509,27 +503,36 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     return True
 
 
-_NATIVE_LOOPS = {torch.float32: ("scratchnet_adam_float32", ctypes.c_float),
-                 torch.float64: ("scratchnet_adam_float64", ctypes.c_double)}
+_NATIVE_LOOPS = {torch.float32: "scratchnet_adam_float32",
+                 torch.float64: "scratchnet_adam_float64"}
 
 
 def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
     """scratchnet/native/adam.c's loop for the buffers' dtype with their four
-    pointers and length bound, or None: not on the CPU, another dtype, buffers
-    not contiguous or overlapping (the loop takes them as restrict), or the
-    library cannot be built (scratchnet.native.why_unavailable("adam"))."""
+    pointers, their length and the step counters bound (the loop advances the
+    counters and computes the bias corrections itself, in double as the Python
+    here would: tests/test_native.py checks θ bit for bit), or None: not on the
+    CPU, another dtype, buffers not contiguous or overlapping (the loop takes
+    them as restrict), or the library cannot be built
+    (scratchnet.native.why_unavailable("adam"))."""
     buffers = (flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq)
+    steps = flat.steps
     if flat.params.device.type != "cpu" or flat.params.dtype not in _NATIVE_LOOPS \
             or not all(b.is_contiguous() and b.dtype == flat.params.dtype
-                       for b in buffers) or _any_overlap(buffers):
+                       for b in buffers) or _any_overlap(buffers) \
+            or steps.device.type != "cpu" or not steps.is_contiguous() \
+            or steps.dtype not in (torch.float32, torch.float64):
         return None
-    symbol, scalar = _NATIVE_LOOPS[flat.params.dtype]
-    # (θ, g, m, v, n, 1-β₁, β₂, 1-β₂, -γ/(1-β₁ᵗ), √(1-β₂ᵗ), ε, 1-γλ, threads)
-    loop = native.function("adam", symbol, None, [*[ctypes.c_void_p] * 4, ctypes.c_int64,
-                                                  *[scalar] * 7, ctypes.c_int])
+    # (θ, g, m, v, n, steps, steps are float64, P, γ, β₁, β₂, ε, λ, threads)
+    pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    loop = native.function("adam", _NATIVE_LOOPS[flat.params.dtype], None,
+                           [*[pointer] * 4, size, pointer, ctypes.c_int, size,
+                            *[real] * 5, ctypes.c_int])
     if loop is None:
         return None
-    return functools.partial(loop, *(b.data_ptr() for b in buffers), flat.params.numel())
+    return functools.partial(loop, *(b.data_ptr() for b in buffers), flat.params.numel(),
+                             steps.data_ptr(), int(steps.dtype == torch.float64),
+                             steps.numel())
 
 
 def _any_overlap(buffers: tuple[torch.Tensor, ...]) -> bool:
