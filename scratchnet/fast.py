@@ -305,10 +305,9 @@ class _NativeCrossEntropy(NamedTuple):
 
 def _native_cross_entropy(dtype: torch.dtype) -> _NativeCrossEntropy | None:
     """scratchnet/native/cross_entropy.c's three loops for ``dtype``, or None."""
-    scalar = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}.get(dtype)
-    if scalar is None:
+    if dtype not in native.C_TYPES:
         return None
-    suffix = str(dtype).removeprefix("torch.")  # "float32"
+    suffix, scalar = native.C_TYPES[dtype]
     pointer, size = ctypes.c_void_p, ctypes.c_int64
     signatures = {"shift_by_row_max": (None, [pointer, pointer, size, size]),
                   "nll_mean": (size, [*[pointer] * 4, size, size, pointer, size, pointer]),

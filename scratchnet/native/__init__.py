@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 # -ffp-contract=off: no multiply-add is fused unless the source says fma();
 # -fno-math-errno: sqrt may vectorize (it sets no errno on a negative input).
 FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
@@ -41,6 +43,9 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
 EXTRA_FLAGS = (("-march=native", "-fopenmp"), ("-march=native",), ())
 LIBRARIES = ("-lm",)  # after the source: pow
 BUILD_TIMEOUT_S = 120
+# the dtypes every loop is built for: torch dtype → (symbol suffix, C scalar)
+C_TYPES = {torch.float32: ("float32", ctypes.c_float),
+           torch.float64: ("float64", ctypes.c_double)}
 
 _SOURCES = Path(__file__).parent
 _loaded: dict[str, ctypes.CDLL | None] = {}

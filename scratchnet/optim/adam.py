@@ -503,10 +503,6 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     return True
 
 
-_NATIVE_LOOPS = {torch.float32: "scratchnet_adam_float32",
-                 torch.float64: "scratchnet_adam_float64"}
-
-
 def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
     """scratchnet/native/adam.c's loop for the buffers' dtype with their four
     pointers, their length and the step counters bound (the loop advances the
@@ -517,7 +513,7 @@ def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
     (scratchnet.native.why_unavailable("adam"))."""
     buffers = (flat.params, flat.grads, flat.exp_avg, flat.exp_avg_sq)
     steps = flat.steps
-    if flat.params.device.type != "cpu" or flat.params.dtype not in _NATIVE_LOOPS \
+    if flat.params.device.type != "cpu" or flat.params.dtype not in native.C_TYPES \
             or not all(b.is_contiguous() and b.dtype == flat.params.dtype
                        for b in buffers) or _any_overlap(buffers) \
             or steps.device.type != "cpu" or not steps.is_contiguous() \
@@ -525,7 +521,8 @@ def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
         return None
     # (θ, g, m, v, n, steps, steps are float64, P, γ, β₁, β₂, ε, λ, threads)
     pointer, size, real = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-    loop = native.function("adam", _NATIVE_LOOPS[flat.params.dtype], None,
+    suffix = native.C_TYPES[flat.params.dtype][0]
+    loop = native.function("adam", f"scratchnet_adam_{suffix}", None,
                            [*[pointer] * 4, size, pointer, ctypes.c_int, size,
                             *[real] * 5, ctypes.c_int])
     if loop is None:
