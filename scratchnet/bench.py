@@ -22,10 +22,11 @@ state (:func:`warm_start`: torch.nn's weights and Adam state one epoch in,
 subnormals included), and in each repeat each side takes one untimed step
 before its timed ones, so that its working set is in cache as in its own
 training loop rather than evicted by the side before it. The floor is what the
-step cannot avoid: its
-matrix products alone (forward, weight gradients, input gradients, with
-preallocated outputs) plus one fused pass over Adam's state (torch's fused
-kernel over one flat buffer). Everything runs once with denormals kept and once
+step cannot avoid: its matrix products alone (forward, weight gradients, input
+gradients, with preallocated outputs, each run the fastest way known here:
+torch's BLAS on hand-split blocks where that is faster, see
+:mod:`scratchnet.native.gemm`) plus one fused pass over Adam's state (torch's
+fused kernel over one flat buffer). Everything runs once with denormals kept and once
 flushed (``torch.set_flush_denormal``), the same for every side.
 
 Correctness: after the timed steps each scratchnet side takes torch's weights
@@ -50,6 +51,7 @@ B = batch, C = classes.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import multiprocessing
 import os
@@ -434,8 +436,13 @@ def floor_functions(config: BenchConfig, model: torch.nn.Module, batch: int
                     ) -> tuple[Callable[[], None], Callable[[], None], int]:
     """What one step cannot avoid, as two functions: its matrix products (per
     Linear: out = x·Wᵀ + b, dW = doutᵀ·x, and dx = dout·W except for the first)
-    into preallocated outputs, and torch's fused Adam kernel over one flat buffer
-    of the model's size. Also returns the number of products."""
+    into preallocated outputs, each the fastest way this machine has (torch's
+    BLAS called directly and split between the threads where that is faster:
+    :mod:`scratchnet.native.gemm`, which the fast step uses too; torch's ops
+    where that is unavailable), and torch's fused Adam kernel over one flat
+    buffer of the model's size. Also returns the number of products."""
+    from scratchnet.native import gemm
+
     device, dtype = torch.device(config.device), config.torch_dtype
     products = []
     for i, (d_in, d_out) in enumerate(_linear_shapes(model)):
@@ -444,11 +451,12 @@ def floor_functions(config: BenchConfig, model: torch.nn.Module, batch: int
         weight = torch.rand(d_out, d_in, device=device, dtype=dtype)
         bias = torch.rand(d_out, device=device, dtype=dtype)
         out, dweight = torch.empty_like(dout), torch.empty_like(weight)
-        products.append(lambda x=x, w=weight, b=bias, o=out: torch.addmm(b, x, w.t(), out=o))
-        products.append(lambda x=x, d=dout, o=dweight: torch.mm(d.t(), x, out=o))
+        fastest = gemm.linear_products(batch, d_in, d_out, dtype, True, device)
+        products.append(functools.partial(fastest.forward, x, weight, bias, out))
+        products.append(functools.partial(fastest.weight_grad, dout, x, dweight))
         if i > 0:
-            dx = torch.empty_like(x)
-            products.append(lambda w=weight, d=dout, o=dx: torch.mm(d, w, out=o))
+            products.append(functools.partial(fastest.input_grad, dout, weight,
+                                              torch.empty_like(x)))
     numel = sum(p.numel() for p in model.parameters())
     state = [torch.rand(numel, device=device, dtype=dtype) * 1e-3 for _ in range(4)]
     steps = [torch.zeros((), device=device if device.type == "cuda" else "cpu")]
@@ -795,7 +803,29 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print
         results["memory"] = measure_memory(config, config.models[0])
     if config.compile:
         results["notes"].extend(_adam_loop_notes(config))
+    results["notes"].append(_products_note(config))
     return results
+
+
+def _products_note(config: BenchConfig) -> str:
+    """How fast's, fast_compiled's and the floor's matrix products ran."""
+    from scratchnet import native
+    from scratchnet.native import gemm
+
+    who = "fast, fast_compiled and the floor"
+    if config.device != "cpu":
+        return f"{who}: the matrix products ran torch's ops (not on the CPU)"
+    if gemm.why_unavailable(config.torch_dtype):
+        return (f"{who}: the matrix products ran torch's ops "
+                f"({gemm.why_unavailable(config.torch_dtype)})")
+    ways: dict[str, int] = {}
+    for (_, _, dtype, _, _), split in gemm.chosen_splits().items():
+        if dtype == config.torch_dtype:
+            way = "torch's op" if split is None else split
+            ways[way] = ways.get(way, 0) + 1
+    return (f"{who}: the matrix products called torch's BLAS through scratchnet/native/"
+            f"gemm.c ({native.built_with('gemm')}); the way chosen per product shape: "
+            + ", ".join(f"{way} {count}" for way, count in sorted(ways.items())))
 
 
 def _adam_loop_notes(config: BenchConfig) -> list[str]:

@@ -51,6 +51,7 @@ from scratchnet.errors import (
 from scratchnet.nn.functional import vecmath
 from scratchnet.nn.functional.loss import CrossEntropy
 from scratchnet.nn.functional.softmax import Softmax, log_softmax_values
+from scratchnet.native import gemm
 from scratchnet.nn.utils.flat import FlatParameters
 
 # --------------------------------------------------------------------------------------
@@ -58,46 +59,45 @@ from scratchnet.nn.utils.flat import FlatParameters
 
 
 class _LinearStep:
-    """out = x · Wᵀ + b, as ``addmm`` into a reused (B, D_out) buffer."""
+    """out = x · Wᵀ + b, as ``addmm`` into a reused (B, D_out) buffer.
+
+    The three products go through :mod:`scratchnet.native.gemm`: on the CPU
+    torch's own BLAS routine on hand-split blocks, where that is torch.mm's
+    result bit for bit (chosen per shape by trying it), else torch's ops."""
 
     def __init__(self, layer: nn.Linear, flat: FlatParameters, first: bool) -> None:
         # plain-tensor views of the flat buffers: no tape dispatch on Parameters
         slot_of = {id(p): slot for slot, p in flat}
         weight_slot = slot_of[id(layer.weight)]
         self.weight = flat.view(flat.flat_params, weight_slot)  # (D_out, D_in)
-        self.weight_t = self.weight.t()  # (D_in, D_out), a view made once
         self.dweight = flat.view(flat.flat_grads, weight_slot)  # (D_out, D_in)
         self.bias = self.dbias = None
         if layer.bias is not None:
             self.bias = flat.view(flat.flat_params, slot_of[id(layer.bias)])  # (D_out,)
             self.dbias = flat.view(flat.flat_grads, slot_of[id(layer.bias)])  # (D_out,)
         self.first = first  # the first layer's dx is never needed
-        self.out_features = layer.out_features
+        self.in_features, self.out_features = layer.in_features, layer.out_features
 
     def allocate(self, batch: int, like: torch.Tensor) -> None:
         self.out = like.new_empty(batch, self.out_features)  # (B, D_out)
-        self.dx = None if self.first else like.new_empty(batch, self.weight.shape[1])
-        self.dout = self.dout_t = None  # the last dout seen and its transpose
+        self.dx = None if self.first else like.new_empty(batch, self.in_features)
+        self.products = gemm.linear_products(batch, self.in_features, self.out_features,
+                                             like.dtype, self.bias is not None,
+                                             like.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.x = x  # (B, D_in), kept for dweight
-        if self.bias is None:
-            return torch.mm(x, self.weight_t, out=self.out)  # (B, D_out)
-        return torch.addmm(self.bias, x, self.weight_t, out=self.out)  # (B, D_out)
+        return self.products.forward(x, self.weight, self.bias, self.out)  # (B, D_out)
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor | None:
         """dx = dout · W,  dweight = doutᵀ · x,  dbias = Σ_B dout (written into
-        flat_grads: this step's gradient, as after zero_grad + backward). dout
-        is usually the same reused buffer every step: its transpose view is kept
-        (each op costs microseconds in a step, where the caches are cold)."""
-        if dout is not self.dout:
-            self.dout, self.dout_t = dout, dout.t()  # (D_out, B)
-        torch.mm(self.dout_t, self.x, out=self.dweight)  # (D_out, D_in)
+        flat_grads: this step's gradient, as after zero_grad + backward)."""
+        self.products.weight_grad(dout, self.x, self.dweight)  # (D_out, D_in)
         if self.dbias is not None:
             torch.sum(dout, 0, out=self.dbias)  # (D_out,)
         if self.first:
             return None
-        return torch.mm(dout, self.weight, out=self.dx)  # (B, D_in)
+        return self.products.input_grad(dout, self.weight, self.dx)  # (B, D_in)
 
 
 class _ReLUStep:
@@ -404,13 +404,14 @@ class FastTrainer:
         self.grad_views = [self.flat.view(self.flat.flat_grads, slot)
                            for slot in self.flat.layout]
         self._batch: int | None = None
+        self._threads = 0
         self._checked = False
 
     def _allocate(self, batch: int, like: torch.Tensor) -> None:
         for step in self.steps:
             step.allocate(batch, like)
         self.loss.allocate(batch, like, self.classes)
-        self._batch = batch
+        self._batch, self._threads = batch, torch.get_num_threads()  # the products' split
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for ``x`` (B, ...) → (B, C), through the buffers
@@ -428,7 +429,7 @@ class FastTrainer:
         """One optimisation step on the batch (x, y); returns the batch's mean
         cross-entropy (a 0-dim tensor, computed before the update)."""
         self._check_batch(x, y)
-        if x.shape[0] != self._batch:
+        if x.shape[0] != self._batch or torch.get_num_threads() != self._threads:
             self._allocate(x.shape[0], self.flat.flat_params)
         if not self._checked:
             self._check_forward(x)

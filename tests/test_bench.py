@@ -165,3 +165,18 @@ def test_the_results_say_which_adam_loop_fast_compiled_ran(monkeypatch):
     monkeypatch.setattr(native, "_why_unavailable", {"adam": "no C compiler"})
     notes = bench._adam_loop_notes(_tiny(compile=True))
     assert "the C Adam loop is unavailable (no C compiler); torch.compile's ran" in notes[0]
+
+
+def test_the_results_say_how_the_matrix_products_ran(monkeypatch):
+    """Through gemm.c with the ways chosen, or torch's ops and why."""
+    from scratchnet.native import gemm
+
+    if gemm.why_unavailable(torch.float32) is None:
+        gemm.linear_products(64, 784, 512, torch.float32, True)
+        note = bench._products_note(_tiny())
+        assert "called torch's BLAS through scratchnet/native/gemm.c" in note
+        assert any(f"{way} " in note for way in ("none", "rows", "columns"))
+    monkeypatch.setattr(gemm, "_why_unavailable", {torch.float32: "gemm.c: no C compiler"})
+    assert bench._products_note(_tiny()) == (
+        "fast, fast_compiled and the floor: the matrix products ran torch's ops "
+        "(gemm.c: no C compiler)")

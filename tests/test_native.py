@@ -12,6 +12,8 @@ over cleanly. End to end, tests/test_fast.py runs them inside FastTrainer
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 from pathlib import Path
 from unittest import mock
@@ -19,11 +21,12 @@ from unittest import mock
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import scratchnet.optim
 from scratchnet import native
+from scratchnet.native import gemm
 from scratchnet.optim import adam
 from tests.oracles import assert_parity
 
@@ -342,3 +345,180 @@ def test_c_cross_entropy_reads_strided_targets_and_refuses_bad_ones():
         with pytest.raises(TargetError, match=f"{named} is out of bounds for 3 classes"):
             loss.forward(z, torch.tensor(bad))
 
+
+
+# --------------------------------------------------------------------------------------
+# the Linear layers' products (gemm.c through scratchnet/native/gemm.py)
+
+
+def _linear_operands(batch: int, d_in: int, d_out: int, dtype: torch.dtype, seed: int,
+                     offset: int = 0) -> dict[str, torch.Tensor]:
+    """x (at ``offset`` elements into a larger buffer: another alignment),
+    weight, bias and dout of varied magnitudes, with exact zeros."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def values(*shape: int) -> torch.Tensor:
+        scale = 10.0 ** torch.randint(-3, 4, shape, generator=generator).to(dtype)
+        drawn = torch.randn(*shape, generator=generator, dtype=dtype) * scale
+        return drawn.masked_fill(torch.rand(*shape, generator=generator) < 0.05, 0.0)
+
+    x = values(batch * d_in + offset)[offset:].view(batch, d_in)
+    return {"x": x, "weight": values(d_out, d_in), "bias": values(d_out),
+            "dout": values(batch, d_out)}
+
+
+def _torch_products(o: dict[str, torch.Tensor], bias: bool) -> dict[str, torch.Tensor]:
+    return {"forward": (torch.addmm(o["bias"], o["x"], o["weight"].t()) if bias
+                        else torch.mm(o["x"], o["weight"].t())),
+            "weight_grad": torch.mm(o["dout"].t(), o["x"]),
+            "input_grad": torch.mm(o["dout"], o["weight"])}
+
+
+def _our_products(products, o: dict[str, torch.Tensor], bias: bool
+                  ) -> dict[str, torch.Tensor]:
+    batch, d_in, d_out = products.shape
+    out, dweight, dx = (o["x"].new_full(shape, float("nan")) for shape in
+                        ((batch, d_out), (d_out, d_in), (batch, d_in)))
+    return {"forward": products.forward(o["x"], o["weight"], o["bias"] if bias else None,
+                                        out),
+            "weight_grad": products.weight_grad(o["dout"], o["x"], dweight),
+            "input_grad": products.input_grad(o["dout"], o["weight"], dx)}
+
+
+def _assert_within_the_error_bound(ours: torch.Tensor, o: dict[str, torch.Tensor],
+                                   bias: bool, kind: str, split: str) -> None:
+    """|ours − A·B| ≤ 2k·ε·(|A|·|B|) elementwise: what any order of the k-term
+    sums meets (A·B and the bound in float64), and a block written to the wrong
+    place does not."""
+    wide = {name: tensor.double() for name, tensor in o.items()}
+    a, b = {"forward": (wide["x"], wide["weight"].t()),
+            "weight_grad": (wide["dout"].t(), wide["x"]),
+            "input_grad": (wide["dout"], wide["weight"])}[kind]
+    exact, size = a @ b, a.abs() @ b.abs()
+    if kind == "forward" and bias:
+        exact, size = exact + wide["bias"], size + wide["bias"].abs()
+    bound = 2 * (a.shape[1] + 1) * torch.finfo(ours.dtype).eps * size
+    assert ((ours.double() - exact).abs() <= bound).all(), f"{kind} split over {split}"
+
+
+def _same_bits(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
+    return ours.shape == theirs.shape and torch.equal(ours.view(-1).view(torch.uint8),
+                                                      theirs.view(-1).view(torch.uint8))
+
+
+_shapes = dict(batch=st.sampled_from([1, 2, 3, 7, 16, 33, 64, 100, 257]),
+               d_in=st.sampled_from([1, 2, 3, 10, 37, 128, 300, 784]),
+               d_out=st.sampled_from([1, 2, 5, 10, 16, 37, 200, 512]))
+
+
+@needs_compiler
+@settings(max_examples=40, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), bias=st.booleans(),
+       threads=st.sampled_from([1, 2, 3]), offset=st.integers(0, 17),
+       seed=st.integers(0, 2**16), **_shapes)
+def test_linear_products_equal_torch_ops_bit_for_bit(dtype, batch, d_in, d_out, bias,
+                                                      threads, offset, seed):
+    """Whatever split was chosen (on the probe's inputs), the products of other
+    values at another alignment are torch's, every bit (signs of zero too)."""
+    products = gemm.linear_products(batch, d_in, d_out, dtype, bias, threads=threads)
+    if min(batch, d_in, d_out) == 1:  # matrix-vector products: torch's own ops
+        assert set(products.splits.values()) == {None}
+    operands = _linear_operands(batch, d_in, d_out, dtype, seed, offset)
+    theirs = _torch_products(operands, bias)
+    for kind, ours in _our_products(products, operands, bias).items():
+        assert _same_bits(ours, theirs[kind]), f"{kind} split over {products.splits[kind]}"
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_seed_mlps_products_go_through_gemm_c(dtype):
+    """At batch 64 each product of 784-512-512-10 is torch's BLAS call, split
+    or not (torch hands small products, 2×2 say, to its own kernels instead)."""
+    if gemm.why_unavailable(dtype):
+        pytest.skip(gemm.why_unavailable(dtype))
+    for d_in, d_out in ((784, 512), (512, 512), (512, 10)):
+        products = gemm.linear_products(64, d_in, d_out, dtype, True, threads=2)
+        assert None not in products.splits.values(), (d_in, d_out, products.splits)
+
+
+@needs_compiler
+@settings(max_examples=25, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), bias=st.booleans(),
+       offset=st.integers(1, 17), seed=st.integers(1, 2**16), **_shapes)
+def test_whether_a_split_equals_torch_depends_on_the_shapes_only(dtype, batch, d_in,
+                                                                 d_out, bias, offset,
+                                                                 seed):
+    """The probe's premise: each split, forced, equals torch's op on the probe's
+    inputs exactly when it does on other values at another alignment. And each
+    computes the product (its blocks are where they belong) within the parity
+    contract even where its last bits are not torch's."""
+    assume(min(batch, d_in, d_out) >= 2)  # (matrix-vector products take torch's ops)
+    verdicts = []
+    for operands in (_linear_operands(batch, d_in, d_out, dtype, 0),
+                     _linear_operands(batch, d_in, d_out, dtype, seed, offset)):
+        theirs, verdict = _torch_products(operands, bias), {}
+        products = gemm.linear_products(batch, d_in, d_out, dtype, bias, threads=2)
+        loop = gemm._gemm_loop(dtype)
+        for kind, arguments in products.blas_arguments.items():
+            for split in gemm.splits_to_try(arguments, 2):
+                products._calls[kind] = functools.partial(loop, *arguments,
+                                                          gemm.SPLITS[split], 2)
+                ours = _our_products(products, operands, bias)[kind]
+                verdict[kind, split] = _same_bits(ours, theirs[kind])
+                _assert_within_the_error_bound(ours, operands, bias, kind, split)
+        verdicts.append(verdict)
+    assert verdicts[0] == verdicts[1]
+
+
+@needs_compiler
+def test_a_split_that_differs_from_torch_is_never_used(monkeypatch):
+    """A loop one ulp off on some splits: the probe keeps only the exact ones,
+    and a product with none left takes torch's op."""
+    real_loop = gemm._gemm_loop(torch.float32)
+
+    def off_by_one_ulp_unless(exact_splits):
+        def loop(*arguments):
+            real_loop(*arguments)
+            if arguments[8] not in exact_splits:
+                out = torch.from_numpy(np.ctypeslib.as_array(
+                    ctypes.cast(arguments[-1], ctypes.POINTER(ctypes.c_float)),
+                    (arguments[2] * arguments[3],)))  # C: m × n
+                out.copy_(torch.nextafter(out, torch.tensor(float("inf"))))
+        return loop
+
+    operands = _linear_operands(64, 100, 37, torch.float32, seed=5)
+    theirs = _torch_products(operands, bias=True)
+    for exact, expected in (({gemm.SPLITS["columns"]}, "columns"), (set(), None)):
+        monkeypatch.setattr(gemm, "_plans", {})
+        monkeypatch.setattr(gemm, "_gemm_loop", lambda dtype, e=exact: (
+            off_by_one_ulp_unless(e)))
+        products = gemm.linear_products(64, 100, 37, torch.float32, True, threads=2)
+        assert set(products.splits.values()) == {expected}
+        for kind, ours in _our_products(products, operands, bias=True).items():
+            assert _same_bits(ours, theirs[kind]), kind
+
+
+@needs_compiler
+def test_products_of_a_non_contiguous_input_take_torch_ops():
+    operands = _linear_operands(16, 30, 20, torch.float32, seed=3)
+    operands["x"] = operands["x"].t().contiguous().t()  # (16, 30), column-major
+    products = gemm.linear_products(16, 30, 20, torch.float32, True, threads=2)
+    theirs = _torch_products(operands, bias=True)
+    for kind, ours in _our_products(products, operands, bias=True).items():
+        assert _same_bits(ours, theirs[kind]), kind
+
+
+def test_without_the_library_every_product_takes_torch_ops(fresh_build, monkeypatch):
+    monkeypatch.setenv("SCRATCHNET_NATIVE", "0")
+    gemm._gemm_loop.cache_clear()
+    monkeypatch.setattr(gemm, "_why_unavailable", {})
+    try:
+        products = gemm.linear_products(8, 5, 3, torch.float64, True)
+        assert set(products.splits.values()) == {None}
+        assert gemm.why_unavailable(torch.float64) == "gemm.c: SCRATCHNET_NATIVE=0"
+        operands = _linear_operands(8, 5, 3, torch.float64, seed=1)
+        theirs = _torch_products(operands, bias=True)
+        for kind, ours in _our_products(products, operands, bias=True).items():
+            assert _same_bits(ours, theirs[kind]), kind
+    finally:
+        gemm._gemm_loop.cache_clear()  # the real library again for later tests

@@ -1,0 +1,110 @@
+/* The Linear layers' matrix products, split between threads by hand: each
+ * thread calls the BLAS torch itself calls (MKL's sgemm_/dgemm_, looked up in
+ * torch's library by scratchnet/native/gemm.py) on its own block of the output,
+ * single-threaded (MKL runs one thread when called inside a parallel region).
+ *
+ *     C (m, n) = op(A) (m, k) · op(B) (k, n) [+ bias down every column]
+ *
+ * in BLAS's column-major terms: a row-major (r, c) buffer is the column-major
+ * (c, r) matrix, so the forward out = x · Wᵀ + b is C = W' · x' with C = outᵀ
+ * (m = D_out, n = B), and a split over m gives each thread some output
+ * features, a split over n some batch rows (gemm.py says which product uses
+ * which).
+ *
+ * Why: at batch 64 MKL's own two-thread split of these shapes runs at about
+ * 75% of two single-thread calls on half the output each (benchmarks: README
+ * "Speed"). Every element of C is still one BLAS dot product over k, so where
+ * the split leaves MKL's kernel and its order over k unchanged the result is
+ * torch.mm's bit for bit; MKL changes its kernel with the shape for some
+ * (batch 1, ten outputs with two threads), so gemm.py compares each product
+ * with torch's once per shape and thread count and uses a split only where it
+ * is equal (the result depends on the shapes, not on the values or the
+ * alignment: tests/test_native.py).
+ *
+ * The bias, where given, is copied into each thread's block first and the
+ * product added to it (β = 1): what torch.addmm does (a copy of the expanded
+ * bias, then the BLAS call with β = 1).
+ */
+#include <stdint.h>
+#ifdef _OPENMP
+#include <omp.h>
+#define THREAD_SLOT(thread, count) \
+    (thread = omp_get_thread_num(), count = omp_get_num_threads())
+#else /* built without OpenMP: one thread */
+#define THREAD_SLOT(thread, count) ((void)threads)
+#endif
+
+#define SPLIT_ALIGN 16 /* rows of C per block: one 64-byte cache line of float32 */
+
+enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
+
+/* Where block `thread` of `count` starts in [0, total): even shares rounded
+ * down to multiples of `align`, the last ending at total. With total ≥ count ·
+ * SPLIT_ALIGN every block is at least SPLIT_ALIGN long: no thread is left a
+ * sliver (a single row or column is a matrix-vector product, for which BLAS
+ * takes another kernel, with another order of its sums). */
+static int64_t block_start(int64_t thread, int64_t count, int64_t total, int64_t align) {
+    if (thread >= count)
+        return total;
+    return thread * total / count / align * align;
+}
+
+#define GEMM(NAME, T)                                                              \
+    typedef void (*NAME##_blas_t)(const char *, const char *, const int *,         \
+                                  const int *, const int *, const T *, const T *,  \
+                                  const int *, const T *, const int *, const T *,  \
+                                  T *, const int *);                               \
+    static NAME##_blas_t NAME##_blas;                                              \
+                                                                                   \
+    static void NAME##_block(char trans_a, char trans_b, int m, int n, int k,      \
+                             const T *a, int lda, const T *b, int ldb,             \
+                             const T *bias, T *c, int ldc) {                       \
+        const T one = 1, beta = bias ? 1 : 0;                                      \
+        if (bias)                                                                  \
+            for (int64_t column = 0; column < n; column++)                         \
+                for (int64_t row = 0; row < m; row++)                              \
+                    c[column * ldc + row] = bias[row];                             \
+        NAME##_blas(&trans_a, &trans_b, &m, &n, &k, &one, a, &lda, b, &ldb, &beta, \
+                    c, &ldc);                                                      \
+    }                                                                              \
+                                                                                   \
+    /* The BLAS routine: torch's sgemm_ / dgemm_ (Fortran interface, 32-bit    \
+     * sizes). Returns 0. */                                                       \
+    int NAME##_set_blas(void *routine) {                                           \
+        NAME##_blas = (NAME##_blas_t)routine;                                      \
+        return 0;                                                                  \
+    }                                                                              \
+                                                                                   \
+    /* trans_a, trans_b: 'N' or 'T' as BLAS takes them; split: SPLIT_NONE (one \
+     * BLAS call on BLAS's own threads), SPLIT_M (blocks of rows of C,          \
+     * SPLIT_ALIGN rows at a time) or SPLIT_N (blocks of columns), between      \
+     * `threads` threads; then the pointers (bias: (m,) or NULL), last so that  \
+     * gemm.py binds the rest once. */                                          \
+    void NAME(char trans_a, char trans_b, int m, int n, int k, int lda, int ldb,   \
+              int ldc, int split, int threads, const T *a, const T *b,             \
+              const T *bias, T *c) {                                               \
+        if (split == SPLIT_NONE || threads <= 1) {                                 \
+            NAME##_block(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc); \
+            return;                                                                \
+        }                                                                          \
+        _Pragma("omp parallel num_threads(threads)")                               \
+        {                                                                          \
+            int64_t thread = 0, thread_count = 1;                                  \
+            THREAD_SLOT(thread, thread_count);                                     \
+            const int64_t total = split == SPLIT_M ? m : n;                        \
+            const int64_t align = split == SPLIT_M ? SPLIT_ALIGN : 1;              \
+            const int64_t begin = block_start(thread, thread_count, total, align); \
+            const int64_t end = block_start(thread + 1, thread_count, total, align); \
+            if (begin < end && split == SPLIT_M) /* rows of C: of op(A), of bias */ \
+                NAME##_block(trans_a, trans_b, (int)(end - begin), n, k,           \
+                             trans_a == 'N' ? a + begin : a + begin * lda, lda, b, \
+                             ldb, bias ? bias + begin : bias, c + begin, ldc);     \
+            else if (begin < end) /* columns of C: of op(B) */                     \
+                NAME##_block(trans_a, trans_b, m, (int)(end - begin), k, a, lda,   \
+                             trans_b == 'N' ? b + begin * ldb : b + begin, ldb,    \
+                             bias, c + begin * ldc, ldc);                          \
+        }                                                                          \
+    }
+
+GEMM(scratchnet_gemm_float32, float)
+GEMM(scratchnet_gemm_float64, double)
