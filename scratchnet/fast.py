@@ -48,10 +48,10 @@ from scratchnet.errors import (
     ShapeError,
     TargetError,
 )
+from scratchnet.native import gemm
 from scratchnet.nn.functional import vecmath
 from scratchnet.nn.functional.loss import CrossEntropy
 from scratchnet.nn.functional.softmax import Softmax, log_softmax_values
-from scratchnet.native import gemm
 from scratchnet.nn.utils.flat import FlatParameters
 
 # --------------------------------------------------------------------------------------
