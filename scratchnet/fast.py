@@ -15,8 +15,11 @@ the same order, on the same values — with the bookkeeping taken out:
   (:class:`scratchnet.nn.utils.FlatParameters`), so Adam is a few passes over
   one long tensor (the flat path of :mod:`scratchnet.optim.adam`);
 - activations and their gradients live in buffers allocated once per batch size
-  and reused every step; products are ``torch.addmm`` / ``torch.mm`` with
-  ``out=``, the weight gradient written straight into ``flat_grads``;
+  and reused every step; the products write into them, the weight gradient
+  straight into ``flat_grads``: on the CPU as torch's own BLAS call split
+  between the threads by hand (:mod:`scratchnet.native.gemm`, only where that
+  gives torch.mm's result bit for bit), else ``torch.addmm`` / ``torch.mm``
+  with ``out=``;
 - ReLU, Sigmoid and Tanh overwrite their input in place; the backward needs only
   their output;
 - the softmax–cross-entropy backward is fused, dlogits = (softmax(z) − onehot(y)) / B:
@@ -63,7 +66,10 @@ class _LinearStep:
 
     The three products go through :mod:`scratchnet.native.gemm`: on the CPU
     torch's own BLAS routine on hand-split blocks, where that is torch.mm's
-    result bit for bit (chosen per shape by trying it), else torch's ops."""
+    result bit for bit (chosen per shape by trying it), else torch's ops.
+    There a ReLU next to the layer runs inside its products (``relu_after``:
+    relu(out) in the forward's; ``gate_input``: the backward of the ReLU that
+    produced x, dx · [x > 0], in the input gradient's; see _fuse_relus)."""
 
     def __init__(self, layer: nn.Linear, flat: FlatParameters, first: bool) -> None:
         # plain-tensor views of the flat buffers: no tape dispatch on Parameters
@@ -84,10 +90,12 @@ class _LinearStep:
         self.products = gemm.linear_products(batch, self.in_features, self.out_features,
                                              like.dtype, self.bias is not None,
                                              like.device)
+        self.relu_after = self.gate_input = False  # set by FastTrainer._fuse_relus
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.x = x  # (B, D_in), kept for dweight
-        return self.products.forward(x, self.weight, self.bias, self.out)  # (B, D_out)
+        return self.products.forward(x, self.weight, self.bias, self.out,
+                                     relu=self.relu_after)  # (B, D_out)
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor | None:
         """dx = dout · W,  dweight = doutᵀ · x,  dbias = Σ_B dout (written into
@@ -97,7 +105,8 @@ class _LinearStep:
             torch.sum(dout, 0, out=self.dbias)  # (D_out,)
         if self.first:
             return None
-        return self.products.input_grad(dout, self.weight, self.dx)  # (B, D_in)
+        return self.products.input_grad(dout, self.weight, self.dx,  # (B, D_in)
+                                        gate=self.x if self.gate_input else None)
 
 
 class _ReLUStep:
@@ -114,12 +123,16 @@ class _ReLUStep:
 
     def allocate(self, batch: int, like: torch.Tensor) -> None:
         self.mask: torch.Tensor | None = None  # (B, D) 0/1, sized at the first backward
+        # run inside the neighbouring Linear's products (FastTrainer._fuse_relus)
+        self.fused_forward = self.fused_backward = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.out = torch.relu_(x)  # (B, D), x's buffer
+        self.out = x if self.fused_forward else torch.relu_(x)  # (B, D), x's buffer
         return self.out
 
     def backward(self, dout: torch.Tensor) -> torch.Tensor:
+        if self.fused_backward:  # dout ⊙ [out > 0] already, by the same operations
+            return dout
         self.mask = torch.sign(self.out, out=_reuse(self.mask, self.out))  # (B, D) 0/1
         return dout.mul_(self.mask)  # (B, D) in place
 
@@ -412,6 +425,24 @@ class FastTrainer:
             step.allocate(batch, like)
         self.loss.allocate(batch, like, self.classes)
         self._batch, self._threads = batch, torch.get_num_threads()  # the products' split
+        self._fuse_relus()
+
+    def _fuse_relus(self) -> None:
+        """A ReLU right after a Linear whose forward product is gemm.c's runs in
+        it (relu(out) on each thread's block, while in cache); its backward runs
+        in the next Linear's input-gradient product where that is gemm.c's. The
+        same exact operations as the ReLU step's (scratchnet/native/gemm.c);
+        measured, the ReLU's separate ops took a tenth of a batch-64 step."""
+        for i, step in enumerate(self.steps):
+            if not isinstance(step, _ReLUStep):
+                continue
+            before = self.steps[i - 1] if i > 0 else None
+            after = self.steps[i + 1] if i + 1 < len(self.steps) else None
+            if isinstance(before, _LinearStep) and before.products.fuses("forward"):
+                before.relu_after = step.fused_forward = True
+            if isinstance(after, _LinearStep) and not after.first \
+                    and after.products.fuses("input_grad"):
+                after.gate_input = step.fused_backward = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output for ``x`` (B, ...) → (B, C), through the buffers

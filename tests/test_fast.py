@@ -77,6 +77,32 @@ def test_fast_step_is_the_tape_step_bit_for_bit(name, activation, dtype,
         assert torch.equal(ours.grad, theirs.grad), f"d{key}"
 
 
+def test_a_new_thread_count_rechooses_the_products_and_keeps_the_bits():
+    """The products' split is chosen per thread count (scratchnet.native.gemm):
+    after torch.set_num_threads the next step chooses again, and still equals
+    the tape's step bit for bit."""
+    from scratchnet.fast import _LinearStep
+
+    tape_model = _model("NeuralNetwork", None, "scratchnet", torch.float32)
+    fast_model = copy.deepcopy(tape_model)
+    tape_optimizer = _optimizer(scratchnet.optim, tape_model, "adam")
+    trainer = FastTrainer(fast_model, _optimizer(scratchnet.optim, fast_model, "adam"))
+    threads = torch.get_num_threads()
+    try:
+        for count, (x, y) in zip((threads, 1, threads),
+                                 _batches("NeuralNetwork", torch.float32, (16, 16, 16)),
+                                 strict=True):
+            torch.set_num_threads(count)
+            loss = train_step(tape_model, tape_optimizer, nn.CrossEntropyLoss(), x, y)
+            assert trainer.step(x, y).item() == loss
+            assert {step.products.threads for step in trainer.steps
+                    if isinstance(step, _LinearStep)} == {count}
+    finally:
+        torch.set_num_threads(threads)
+    for ours, theirs in zip(fast_model.parameters(), tape_model.parameters(), strict=True):
+        assert torch.equal(ours.detach(), theirs.detach())
+
+
 # SGD with momentum, not Adam: Adam moves each weight by lr · m̂/(√v̂ + ε), and for
 # a gradient element of size ~ε that ratio turns last-bit differences between
 # torch's gradient and ours (torch's autograd forms dweight as (xᵀ·dout)ᵀ,

@@ -522,3 +522,46 @@ def test_without_the_library_every_product_takes_torch_ops(fresh_build, monkeypa
             assert _same_bits(ours, theirs[kind]), kind
     finally:
         gemm._gemm_loop.cache_clear()  # the real library again for later tests
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_relu_beside_a_product_is_torchs_relu_and_the_fast_steps_mask(dtype):
+    """On every split, forward(relu=True) = torch.relu_(the plain product) and
+    input_grad(gate=h) = (the plain product).mul_(sign(h)), bit for bit, with
+    NaN, ±0, ±inf and subnormal pre-activations, gates and gradients (signs of
+    zero and NaNs' bits included)."""
+    batch, d_in, d_out = 64, 48, 40
+    specials = torch.tensor([float("nan"), -0.0, 0.0, -1.0, 1.0, float("inf"),
+                             float("-inf"), 1e-310, -1e-310, 3.0], dtype=dtype)
+
+    def with_specials(values: torch.Tensor, every: int) -> torch.Tensor:
+        strided = values.reshape(-1)[::every]  # (a view: rows of a contiguous tensor)
+        strided.copy_(specials.repeat(strided.numel() // len(specials) + 1)[
+            :strided.numel()])
+        return values
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, d_in, generator=generator, dtype=dtype)
+    x[::2] = 0.0  # these rows' pre-activations are the bias plus −0s: the specials
+    weight = -torch.rand(d_out, d_in, generator=generator, dtype=dtype)
+    bias = specials.repeat(d_out // len(specials))
+    dout = torch.randn(batch, d_out, generator=generator, dtype=dtype)
+    with_specials(dout[:4], 3)  # (a NaN or inf in dout makes its row of dx NaN)
+    h = torch.relu(with_specials(torch.randn(batch, d_in, generator=generator,
+                                             dtype=dtype), 5))  # a ReLU's output
+    products = gemm.linear_products(batch, d_in, d_out, dtype, True, threads=2)
+    loop = gemm._gemm_loop(dtype)
+    for kind in ("forward", "input_grad"):
+        for split in gemm.splits_to_try(products.blas_arguments[kind], 2):
+            products._calls[kind] = functools.partial(loop, *products.blas_arguments[kind],
+                                                      gemm.SPLITS[split], 2)
+            if kind == "forward":
+                plain = products.forward(x, weight, bias, x.new_empty(batch, d_out))
+                expected = torch.relu_(plain)
+                ours = products.forward(x, weight, bias, torch.empty_like(plain), relu=True)
+            else:
+                plain = products.input_grad(dout, weight, x.new_empty(batch, d_in))
+                expected = plain.mul_(torch.sign(h))
+                ours = products.input_grad(dout, weight, torch.empty_like(plain), gate=h)
+            assert _same_bits(ours, expected), f"{kind} split over {split}"

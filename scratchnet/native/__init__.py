@@ -2,10 +2,12 @@
 through ctypes, for the few places in a training step where one loop beats a
 sequence of small torch ops (each costs microseconds there, its caches cold)
 and torch.compile's Python wrapper: Adam's flat update (``adam.c``, used by
-:mod:`scratchnet.optim.adam`'s compiled path on the CPU) and the plain
-cross-entropy's batch loops (``cross_entropy.c``, used by
-:mod:`scratchnet.fast`). Each file's comments say how it computes the same
-numbers as the torch ops it replaces.
+:mod:`scratchnet.optim.adam`'s compiled path on the CPU), the plain
+cross-entropy's batch loops (``cross_entropy.c``) and the Linear layers'
+products split between the threads (``gemm.c``, bound and chosen per shape by
+:mod:`scratchnet.native.gemm`), both used by :mod:`scratchnet.fast`. Each
+file's comments say how it computes the same numbers as the torch ops it
+replaces.
 
 Nothing depends on it. :func:`load` returns ``None`` where there is no C
 compiler, the build fails, or ``SCRATCHNET_NATIVE=0`` is set, and the callers

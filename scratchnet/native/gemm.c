@@ -23,7 +23,10 @@
  *
  * The bias, where given, is copied into each thread's block first and the
  * product added to it (β = 1): what torch.addmm does (a copy of the expanded
- * bias, then the BLAS call with β = 1).
+ * bias, then the BLAS call with β = 1). A ReLU after the forward, or ReLU's
+ * backward after dx = dout·W, runs on each block right after its product,
+ * while it is in cache (the epilogue below): exact operations, the same as
+ * torch's relu_ and fast.py's mask product.
  */
 #include <stdint.h>
 #ifdef _OPENMP
@@ -56,6 +59,28 @@ static int64_t block_start(int64_t thread, int64_t count, int64_t total, int64_t
                                   T *, const int *);                               \
     static NAME##_blas_t NAME##_blas;                                              \
                                                                                    \
+    /* The ReLU beside the product, on columns [begin, end) of C (m rows, ld    \
+     * ldc), while they are in this thread's cache:                             \
+     *   relu: C ← relu(C) as torch.relu_ computes it: a negative becomes +0,   \
+     *     NaN and −0 stay;                                                      \
+     *   gate (laid out as C): C ← C · [gate > 0], as fast.py's ReLU backward   \
+     *     dout.mul_(sign(out)) for gate = out ≥ 0: sign is 1 where out > 0 and  \
+     *     +0 at ±0 and NaN, and the product is the same IEEE multiplication. */ \
+    static void NAME##_epilogue(int64_t m, int64_t begin, int64_t end, int64_t ldc,   \
+                                int relu, const T *gate, T *c) {                   \
+        for (int64_t column = begin; column < end; column++) {                     \
+            T *out = c + column * ldc;                                             \
+            if (relu)                                                              \
+                for (int64_t row = 0; row < m; row++)                              \
+                    out[row] = out[row] < 0 ? (T)0 : out[row];                     \
+            if (gate) {                                                            \
+                const T *open = gate + column * ldc;                               \
+                for (int64_t row = 0; row < m; row++)                              \
+                    out[row] = out[row] * (open[row] > 0 ? (T)1 : (T)0);           \
+            }                                                                      \
+        }                                                                          \
+    }                                                                              \
+                                                                                   \
     static void NAME##_block(char trans_a, char trans_b, int m, int n, int k,      \
                              const T *a, int lda, const T *b, int ldb,             \
                              const T *bias, T *c, int ldc) {                       \
@@ -78,13 +103,25 @@ static int64_t block_start(int64_t thread, int64_t count, int64_t total, int64_t
     /* trans_a, trans_b: 'N' or 'T' as BLAS takes them; split: SPLIT_NONE (one \
      * BLAS call on BLAS's own threads), SPLIT_M (blocks of rows of C,          \
      * SPLIT_ALIGN rows at a time) or SPLIT_N (blocks of columns), between      \
-     * `threads` threads; then the pointers (bias: (m,) or NULL), last so that  \
-     * gemm.py binds the rest once. */                                          \
+     * `threads` threads; relu, gate: the epilogue above (0 / NULL: none); then \
+     * the pointers (bias: (m,) or NULL), last so that gemm.py binds the rest   \
+     * once. */                                                                  \
     void NAME(char trans_a, char trans_b, int m, int n, int k, int lda, int ldb,   \
-              int ldc, int split, int threads, const T *a, const T *b,             \
-              const T *bias, T *c) {                                               \
+              int ldc, int split, int threads, int relu, const T *a, const T *b,   \
+              const T *bias, const T *gate, T *c) {                                \
+        const int epilogue = relu || gate;                                         \
         if (split == SPLIT_NONE || threads <= 1) {                                 \
             NAME##_block(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc); \
+            if (!epilogue)                                                         \
+                return;                                                            \
+            _Pragma("omp parallel num_threads(threads)")                           \
+            {                                                                      \
+                int64_t thread = 0, thread_count = 1;                              \
+                THREAD_SLOT(thread, thread_count);                                 \
+                NAME##_epilogue(m, block_start(thread, thread_count, n, 1),        \
+                                block_start(thread + 1, thread_count, n, 1), ldc,  \
+                                relu, gate, c);                                    \
+            }                                                                      \
             return;                                                                \
         }                                                                          \
         _Pragma("omp parallel num_threads(threads)")                               \
@@ -95,14 +132,20 @@ static int64_t block_start(int64_t thread, int64_t count, int64_t total, int64_t
             const int64_t align = split == SPLIT_M ? SPLIT_ALIGN : 1;              \
             const int64_t begin = block_start(thread, thread_count, total, align); \
             const int64_t end = block_start(thread + 1, thread_count, total, align); \
-            if (begin < end && split == SPLIT_M) /* rows of C: of op(A), of bias */ \
+            if (begin < end && split == SPLIT_M) { /* rows of C: of op(A), bias */ \
                 NAME##_block(trans_a, trans_b, (int)(end - begin), n, k,           \
                              trans_a == 'N' ? a + begin : a + begin * lda, lda, b, \
                              ldb, bias ? bias + begin : bias, c + begin, ldc);     \
-            else if (begin < end) /* columns of C: of op(B) */                     \
+                if (epilogue)                                                      \
+                    NAME##_epilogue(end - begin, 0, n, ldc, relu,                  \
+                                    gate ? gate + begin : gate, c + begin);        \
+            } else if (begin < end) { /* columns of C: of op(B) */                 \
                 NAME##_block(trans_a, trans_b, m, (int)(end - begin), k, a, lda,   \
                              trans_b == 'N' ? b + begin * ldb : b + begin, ldb,    \
                              bias, c + begin * ldc, ldc);                          \
+                if (epilogue)                                                      \
+                    NAME##_epilogue(m, begin, end, ldc, relu, gate, c);            \
+            }                                                                      \
         }                                                                          \
     }
 

@@ -7,6 +7,12 @@ wherever that is torch's result bit for bit (used by :mod:`scratchnet.fast`).
     products.weight_grad(dout, x, dweight)   # dweight = doutᵀ·x (torch.mm(dout.t(), x))
     products.input_grad(dout, weight, dx)    # dx = dout·W       (torch.mm(dout, W))
 
+    products.forward(x, weight, bias, out, relu=True)  # then out ← relu(out)
+    products.input_grad(dout, weight, dx, gate=h)      # then dx ← dx · [h > 0]
+
+(the ReLU and its backward in the same pass, on the C path only:
+``products.fuses(kind)``).
+
 All of the products' dtype and shapes: x (B, D_in), weight (D_out, D_in),
 bias (D_out,), out and dout (B, D_out); all but x contiguous (a product with a
 non-contiguous x takes torch's op).
@@ -72,17 +78,24 @@ class LinearProducts:
             self._calls[kind] = (None if split is None else functools.partial(
                 loop, *arguments, SPLITS[split], threads))
 
+    def fuses(self, kind: str) -> bool:
+        """Whether ``kind``'s product is gemm.c's, and so takes a ReLU with it
+        (forward: ``relu``; input_grad: ``gate``)."""
+        return self._calls[kind] is not None
+
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                out: torch.Tensor) -> torch.Tensor:
+                out: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """out = x·Wᵀ + b: torch.addmm(bias, x, weight.t(), out=out) (torch.mm
-        without a bias)."""
+        without a bias); with ``relu`` then torch.relu_(out), in the same pass."""
         call = self._calls["forward"]
         if call is None or not x.is_contiguous():
             if bias is None:
-                return torch.mm(x, weight.t(), out=out)
-            return torch.addmm(bias, x, weight.t(), out=out)
-        call(weight.data_ptr(), x.data_ptr(), None if bias is None else bias.data_ptr(),
-             out.data_ptr())
+                torch.mm(x, weight.t(), out=out)
+            else:
+                torch.addmm(bias, x, weight.t(), out=out)
+            return torch.relu_(out) if relu else out
+        call(int(relu), weight.data_ptr(), x.data_ptr(),
+             None if bias is None else bias.data_ptr(), None, out.data_ptr())
         return out
 
     def weight_grad(self, dout: torch.Tensor, x: torch.Tensor, dweight: torch.Tensor
@@ -91,16 +104,23 @@ class LinearProducts:
         call = self._calls["weight_grad"]
         if call is None or not x.is_contiguous():
             return torch.mm(dout.t(), x, out=dweight)
-        call(x.data_ptr(), dout.data_ptr(), None, dweight.data_ptr())
+        call(0, x.data_ptr(), dout.data_ptr(), None, None, dweight.data_ptr())
         return dweight
 
-    def input_grad(self, dout: torch.Tensor, weight: torch.Tensor, dx: torch.Tensor
-                   ) -> torch.Tensor:
-        """dx = dout·W: torch.mm(dout, weight, out=dx)."""
+    def input_grad(self, dout: torch.Tensor, weight: torch.Tensor, dx: torch.Tensor,
+                   gate: torch.Tensor | None = None) -> torch.Tensor:
+        """dx = dout·W: torch.mm(dout, weight, out=dx); with ``gate`` (B, D_in),
+        a ReLU's output h, then dx ← dx · [h > 0] in the same pass: ReLU's
+        backward as scratchnet.fast computes it, dx.mul_(sign(h)) (the C path
+        only: ``fuses("input_grad")``)."""
         call = self._calls["input_grad"]
         if call is None:
+            if gate is not None:
+                raise ValueError("input_grad: a gate needs gemm.c's product "
+                                 "(fuses('input_grad') is False)")
             return torch.mm(dout, weight, out=dx)
-        call(weight.data_ptr(), dout.data_ptr(), None, dx.data_ptr())
+        call(0, weight.data_ptr(), dout.data_ptr(), None,
+             None if gate is None else gate.data_ptr(), dx.data_ptr())
         return dx
 
 
@@ -143,7 +163,7 @@ def _gemm_loop(dtype: torch.dtype) -> Callable[..., None] | None:
     suffix = native.C_TYPES[dtype][0]
     integer, pointer = ctypes.c_int, ctypes.c_void_p
     loop = native.function("gemm", f"scratchnet_gemm_{suffix}", None,
-                           [ctypes.c_char, ctypes.c_char, *[integer] * 8, *[pointer] * 4])
+                           [ctypes.c_char, ctypes.c_char, *[integer] * 9, *[pointer] * 5])
     set_blas = native.function("gemm", f"scratchnet_gemm_{suffix}_set_blas", ctypes.c_int,
                                [pointer])
     if loop is None or set_blas is None:
@@ -197,8 +217,8 @@ def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
                 arguments: tuple, bias: bool) -> str | None:
     draws = [_probe(kind, products.shape, products.dtype, bias, seed)
              for seed in range(PROBE_DRAWS)]  # (kept alive: gemm.c reads them)
-    pointers = [(*(None if t is None else t.data_ptr() for t in inputs), out.data_ptr())
-                for _, out, inputs in draws]
+    pointers = [(0, *(None if t is None else t.data_ptr() for t in inputs), None,
+                 out.data_ptr()) for _, out, inputs in draws]  # (relu, A, B, bias, gate, C)
     candidates = splits_to_try(arguments, products.threads)
     equal = []
     for split in candidates:
