@@ -260,15 +260,19 @@ def test_scratchnet_native_0_turns_it_off(fresh_build, monkeypatch):
     assert native.why_unavailable("adam") == "SCRATCHNET_NATIVE=0"
 
 
-def test_the_build_key_follows_the_source_and_flags(tmp_path):
-    source = tmp_path / "loop.c"
-    source.write_text("int f(void) { return 1; }\n")
+def test_the_build_key_follows_the_source_its_headers_and_flags(tmp_path):
+    source, header = tmp_path / "loop.c", tmp_path / "shared.h"
+    source.write_text('#include "shared.h"\nint f(void) { return ONE; }\n')
+    header.write_text("#define ONE 1\n")
     compiler = native.c_compiler() or "cc"
     key = native._build_key(source, compiler, native.FLAGS)
     assert key == native._build_key(source, compiler, native.FLAGS)
     assert key != native._build_key(source, compiler, (*native.FLAGS, "-fopenmp"))
-    source.write_text("int f(void) { return 2; }\n")
-    assert key != native._build_key(source, compiler, native.FLAGS)
+    header.write_text("#define ONE 2\n")
+    header_key = native._build_key(source, compiler, native.FLAGS)
+    assert header_key != key
+    source.write_text('#include "shared.h"\nint f(void) { return ONE + 1; }\n')
+    assert native._build_key(source, compiler, native.FLAGS) not in (key, header_key)
 
 
 def test_a_default_cache_dir_under_the_home_or_xdg(monkeypatch, tmp_path):

@@ -162,8 +162,11 @@ def _compile(compiler: str, flags: tuple[str, ...], source: Path, library: Path
 
 
 def _build_key(source: Path, compiler: str, flags: tuple[str, ...]) -> str:
-    """16 hex digits naming the source, the compiler, its flags and the CPU."""
-    parts = [source.read_bytes(), compiler.encode(), _compiler_version(compiler).encode(),
+    """16 hex digits naming the source and the headers beside it (threads.h),
+    the compiler, its flags and the CPU."""
+    headers = [header.read_bytes() for header in sorted(source.parent.glob("*.h"))]
+    parts = [source.read_bytes(), *headers, compiler.encode(),
+             _compiler_version(compiler).encode(),
              " ".join((*flags, *LIBRARIES)).encode(), _cpu_identity().encode()]
     return hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
 

@@ -27,13 +27,8 @@
  */
 #include <math.h>
 #include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#define THREAD_SLOT(thread, count) \
-    (thread = omp_get_thread_num(), count = omp_get_num_threads())
-#else /* built without OpenMP: one thread */
-#define THREAD_SLOT(thread, count) ((void)threads)
-#endif
+
+#include "threads.h"
 
 #define SLICE_ALIGN 16 /* elements: one 64-byte cache line of float32 */
 
@@ -76,10 +71,8 @@
         {                                                                         \
             int64_t thread = 0, thread_count = 1;                                 \
             THREAD_SLOT(thread, thread_count);                                    \
-            int64_t slice = (n + thread_count - 1) / thread_count;                \
-            slice = (slice + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;        \
-            const int64_t begin = thread * slice;                                 \
-            const int64_t end = begin + slice < n ? begin + slice : n;            \
+            const int64_t begin = block_start(thread, thread_count, n, SLICE_ALIGN); \
+            const int64_t end = block_start(thread + 1, thread_count, n, SLICE_ALIGN); \
             if (begin < end)                                                      \
                 NAME##_slice(param, grad, exp_avg, exp_avg_sq, begin, end,        \
                              weight, (T)beta2, (T)(1 - beta2), minus_step_size,   \

@@ -28,29 +28,15 @@
  * while it is in cache (the epilogue below): exact operations, the same as
  * torch's relu_ and fast.py's mask product.
  */
-#include <stdint.h>
-#ifdef _OPENMP
-#include <omp.h>
-#define THREAD_SLOT(thread, count) \
-    (thread = omp_get_thread_num(), count = omp_get_num_threads())
-#else /* built without OpenMP: one thread */
-#define THREAD_SLOT(thread, count) ((void)threads)
-#endif
+#include "threads.h"
 
-#define SPLIT_ALIGN 16 /* rows of C per block: one 64-byte cache line of float32 */
+/* rows of C per block: one 64-byte cache line of float32. With m ≥ threads ·
+ * SPLIT_ALIGN (gemm.py's SPLIT_MIN) block_start leaves no thread a sliver: a
+ * single row or column is a matrix-vector product, for which BLAS takes
+ * another kernel, with another order of its sums. */
+#define SPLIT_ALIGN 16
 
 enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
-
-/* Where block `thread` of `count` starts in [0, total): even shares rounded
- * down to multiples of `align`, the last ending at total. With total ≥ count ·
- * SPLIT_ALIGN every block is at least SPLIT_ALIGN long: no thread is left a
- * sliver (a single row or column is a matrix-vector product, for which BLAS
- * takes another kernel, with another order of its sums). */
-static int64_t block_start(int64_t thread, int64_t count, int64_t total, int64_t align) {
-    if (thread >= count)
-        return total;
-    return thread * total / count / align * align;
-}
 
 #define GEMM(NAME, T)                                                              \
     typedef void (*NAME##_blas_t)(const char *, const char *, const int *,         \
