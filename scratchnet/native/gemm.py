@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -215,25 +216,21 @@ def splits_to_try(arguments: tuple, threads: int) -> list[str]:
 
 def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
                 arguments: tuple, bias: bool) -> str | None:
-    draws = [_probe(kind, products.shape, products.dtype, bias, seed)
-             for seed in range(PROBE_DRAWS)]  # (kept alive: gemm.c reads them)
-    pointers = [(0, *(None if t is None else t.data_ptr() for t in inputs), None,
-                 out.data_ptr()) for _, out, inputs in draws]  # (relu, A, B, bias, gate, C)
-    candidates = splits_to_try(arguments, products.threads)
-    equal = []
-    for split in candidates:
-        for (expected, out, _), draw_pointers in zip(draws, pointers, strict=True):
+    equal = splits_to_try(arguments, products.threads)
+    for seed in range(PROBE_DRAWS):  # one draw at a time: the least memory
+        expected, out, inputs = _probe(kind, products.shape, products.dtype, bias, seed)
+        pointers = (0, *(None if t is None else t.data_ptr() for t in inputs), None,
+                    out.data_ptr())  # (relu, A, B, bias, gate, C); inputs kept alive
+        for split in list(equal):
             out.fill_(float("nan"))
-            loop(*arguments, SPLITS[split], products.threads, *draw_pointers)
+            loop(*arguments, SPLITS[split], products.threads, *pointers)
             if not torch.equal(out.view(-1).view(torch.uint8),
                                expected.view(-1).view(torch.uint8)):
-                break
-        else:
-            equal.append(split)
+                equal.remove(split)
     if len(equal) <= 1:
         return equal[0] if equal else None
     return _fastest(equal, lambda split: loop(*arguments, SPLITS[split],
-                                              products.threads, *pointers[-1]))
+                                              products.threads, *pointers))
 
 
 def _probe(kind: str, shape: tuple[int, int, int], dtype: torch.dtype, bias: bool,
@@ -245,10 +242,12 @@ def _probe(kind: str, shape: tuple[int, int, int], dtype: torch.dtype, bias: boo
     batch, d_in, d_out = shape
     generator = torch.Generator().manual_seed(seed)
 
-    def values(*size: int) -> torch.Tensor:
-        decades = torch.randint(-3, 3, size, generator=generator).to(dtype)
-        drawn = torch.randn(*size, generator=generator, dtype=dtype) * 10.0**decades
-        return drawn.masked_fill(torch.rand(*size, generator=generator) < 0.05, 0.0)
+    def values(*size: int) -> torch.Tensor:  # in place: a weight's size twice at most
+        drawn = torch.randn(*size, generator=generator, dtype=dtype)
+        scale = torch.randint(-3, 3, size, generator=generator, dtype=dtype)  # decades
+        drawn.mul_(scale.mul_(math.log(10)).exp_())  # × 10^decade
+        torch.rand(size, generator=generator, dtype=dtype, out=scale)
+        return drawn.masked_fill_(scale < 0.05, 0.0)  # and some exact zeros
 
     x, weight, dout = values(batch, d_in), values(d_out, d_in), values(batch, d_out)
     if kind == "forward":
