@@ -77,11 +77,35 @@ def test_fast_step_is_the_tape_step_bit_for_bit(name, activation, dtype,
         assert torch.equal(ours.grad, theirs.grad), f"d{key}"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_with_torchs_products_and_separate_relus_the_step_is_the_tapes(dtype,
+                                                                     monkeypatch):
+    """Where gemm.c is unavailable (off the CPU, no compiler) the products are
+    torch's ops and each ReLU its own step: still the tape's step bit for bit."""
+    from scratchnet.fast import _ReLUStep
+    from scratchnet.native import gemm
+
+    monkeypatch.setattr(gemm, "_gemm_loop", lambda dtype: None)
+    tape_model = _model("NeuralNetwork", None, "scratchnet", dtype)
+    fast_model = copy.deepcopy(tape_model)
+    tape_optimizer = _optimizer(scratchnet.optim, tape_model, "adam")
+    trainer = FastTrainer(fast_model, _optimizer(scratchnet.optim, fast_model, "adam"))
+    for x, y in _batches("NeuralNetwork", dtype):
+        loss = train_step(tape_model, tape_optimizer, nn.CrossEntropyLoss(), x, y)
+        assert trainer.step(x, y).item() == loss
+    relus = [step for step in trainer.steps if isinstance(step, _ReLUStep)]
+    assert relus and not any(r.fused_forward or r.fused_backward for r in relus)
+    for ours, theirs in zip(fast_model.parameters(), tape_model.parameters(), strict=True):
+        assert torch.equal(ours.detach(), theirs.detach())
+        assert torch.equal(ours.grad, theirs.grad)
+
+
 def test_a_new_thread_count_rechooses_the_products_and_keeps_the_bits():
     """The products' split is chosen per thread count (scratchnet.native.gemm):
     after torch.set_num_threads the next step chooses again, and still equals
-    the tape's step bit for bit."""
-    from scratchnet.fast import _LinearStep
+    the tape's step bit for bit (with the ReLUs inside the products)."""
+    from scratchnet.fast import _LinearStep, _ReLUStep
+    from scratchnet.native import gemm
 
     tape_model = _model("NeuralNetwork", None, "scratchnet", torch.float32)
     fast_model = copy.deepcopy(tape_model)
@@ -97,6 +121,9 @@ def test_a_new_thread_count_rechooses_the_products_and_keeps_the_bits():
             assert trainer.step(x, y).item() == loss
             assert {step.products.threads for step in trainer.steps
                     if isinstance(step, _LinearStep)} == {count}
+            if gemm.why_unavailable(torch.float32) is None:
+                assert all(step.fused_forward and step.fused_backward
+                           for step in trainer.steps if isinstance(step, _ReLUStep))
     finally:
         torch.set_num_threads(threads)
     for ours, theirs in zip(fast_model.parameters(), tape_model.parameters(), strict=True):
