@@ -621,9 +621,10 @@ def scratchnet_epoch(config: BenchConfig, root: Path | None = None,
 
 def _compile_fast_step(config: BenchConfig) -> float:
     """Seconds of fast_compiled's first step on a fresh model: building or
-    loading its Adam loop (the C loops: milliseconds from their cache, about
-    0.5 s to build; torch.compile's: about 2 s from inductor's disk cache, 15 s
-    cold, on 2 cores; a fraction of a second where this process has it)."""
+    loading its Adam loop and the other C loops, and choosing the products'
+    splits (0.3 s in a new process with the C loops in their cache, 1.2 s where
+    they are built; torch.compile's Adam: about 2 s from inductor's disk cache,
+    15 s cold, on 2 cores; a fraction of a second where this process has them)."""
     import scratchnet.optim
     from scratchnet.fast import FastTrainer
 
@@ -943,10 +944,11 @@ def _epoch_and_memory_lines(results: dict[str, Any]) -> list[str]:
         if epoch.get("compile_seconds") is not None:
             lines += [f"fast_compiled's first step (building or loading its Adam loop) "
                       f"ran before the rounds, in {epoch['compile_seconds']:.2f} s, not "
-                      "in these times (a new process: the C loop loads from its cache "
-                      "in milliseconds, builds in about 0.5 s on a new machine; "
-                      "torch.compile's, off the CPU or without a C compiler, takes "
-                      "about 2 s from inductor's disk cache, 15 s cold).", ""]
+                      "in these times (a new process: about 0.3 s with the C loops in "
+                      "their cache, most of it choosing the products' splits; 1.2 s on "
+                      "a new machine, which builds them; torch.compile's Adam, off the "
+                      "CPU or without a C compiler, about 2 s from inductor's disk "
+                      "cache, 15 s cold).", ""]
         for name, speedup in epoch["speedup"].items():
             low, high = epoch.get("speedup_range", {}).get(name, (speedup, speedup))
             lines.append(f"{name}: {speedup:.2f}× faster than the seed pipeline "
