@@ -213,6 +213,9 @@ class _FastSide(_TapeSide):
 
     def phases(self, x: torch.Tensor, y: torch.Tensor, clock: Callable[[], float]
                ) -> tuple[float, float, float]:
+        """Forward with the loss, backward, optimizer.step(), apart: its step
+        may run each layer's update inside the backward instead
+        (FastTrainer.update_in_backward), so the phases need not add up to it."""
         trainer = self.trainer
         if trainer._batch != x.shape[0]:  # allocate the buffers, check the forward
             trainer.step(x, y)
@@ -409,6 +412,9 @@ def time_cell(config: BenchConfig, model_name: str, batch: int) -> dict[str, Any
                       for name, phases in times.items()},
             "floor": {**floor_ms, "total_ms": sum(floor_ms.values()),
                       "products": n_products}}
+    for name, side in sides.items():  # how the last timed step ran its optimizer
+        if hasattr(side, "trainer"):
+            cell["sides"][name]["updated_in_backward"] = side.trainer.updated_in_backward
     cell["ratios"] = _ratios(cell)
     cell["correctness"] = check_correctness(config, sides, batches[0])
     return cell
@@ -803,7 +809,7 @@ def run_benchmark(config: BenchConfig, log: Callable[[str], None] = print
     if config.memory:
         results["memory"] = measure_memory(config, config.models[0])
     if config.compile:
-        results["notes"].extend(_adam_loop_notes(config))
+        results["notes"].extend(_adam_loop_notes(config, results["cells"]))
     results["notes"].append(_products_note(config))
     return results
 
@@ -829,8 +835,9 @@ def _products_note(config: BenchConfig) -> str:
             + ", ".join(f"{way} {count}" for way, count in sorted(ways.items())))
 
 
-def _adam_loop_notes(config: BenchConfig) -> list[str]:
-    """Which loop fast_compiled's Adam ran, and why where it fell back."""
+def _adam_loop_notes(config: BenchConfig, cells: list[dict[str, Any]]) -> list[str]:
+    """Which loop fast_compiled's Adam ran, and why where it fell back; in which
+    cells its step ran each layer's update inside the backward."""
     from scratchnet import native
     from scratchnet.optim.adam import _compiled_kernel
 
@@ -845,6 +852,14 @@ def _adam_loop_notes(config: BenchConfig) -> list[str]:
     if _compiled_kernel == [None]:
         notes.append("fast_compiled: torch.compile failed; its Adam ran the eager "
                      "flat update")
+    inside = [f"{cell['model']} batch {cell['batch']}" for cell in cells
+              if cell["sides"].get("fast_compiled", {}).get("updated_in_backward")]
+    if inside:
+        notes.append("fast_compiled: its step ran each Linear's Adam update right after "
+                     "that layer's backward (scratchnet.optim.adam.update_in_parts; "
+                     f"{len(inside)} of {len(cells)} cells); its phases run "
+                     "optimizer.step() after the whole backward, so they need not add "
+                     "up to its step")
     return notes
 
 

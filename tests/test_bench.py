@@ -38,10 +38,12 @@ def test_tiny_run_writes_json_and_markdown_of_the_documented_structure(tmp_path)
         (1, False), (3, False), (1, True), (3, True)]
     for cell in cells:
         assert set(cell["sides"]) == {"torch", "torch_fused", "tape", "fast"}
-        for side in cell["sides"].values():
+        for name, side in cell["sides"].items():
+            flags = {"updated_in_backward"} if name == "fast" else set()
             assert set(side) == {f"{phase}_ms" for phase in bench.PHASES} | {
-                "step_min_ms"}
-            assert all(value > 0 for value in side.values())
+                "step_min_ms"} | flags
+            assert all(value > 0 for key, value in side.items() if key not in flags)
+        assert cell["sides"]["fast"]["updated_in_backward"] is False  # eager Adam
         assert cell["floor"]["products"] == 5  # 2 Linears: 2 forward, 2 dW, 1 dx
         assert cell["floor"]["total_ms"] > 0
         assert set(cell["ratios"]["fast"]) == {"vs_torch", "vs_torch_fused", "vs_tape",
@@ -155,16 +157,23 @@ def test_epoch_rounds_are_interleaved_and_reported_by_their_median(monkeypatch, 
 
 
 def test_the_results_say_which_adam_loop_fast_compiled_ran(monkeypatch):
-    """The C loop with its compiler and flags, or why it was unavailable."""
+    """The C loop with its compiler and flags, or why it was unavailable; and
+    in how many cells the step updated each layer inside the backward."""
     from scratchnet import native
 
+    cells = [{"model": "NeuralNetwork", "batch": batch,
+              "sides": {"fast_compiled": {"updated_in_backward": inside}}}
+             for batch, inside in ((1, False), (64, True))]
     if native.load("adam") is not None:
-        note = bench._adam_loop_notes(_tiny(compile=True))[0]
-        assert "Adam ran the C loop" in note and native.built_with("adam") in note
+        notes = bench._adam_loop_notes(_tiny(compile=True), cells)
+        assert "Adam ran the C loop" in notes[0] and native.built_with("adam") in notes[0]
+        assert "right after that layer's backward" in notes[-1]
+        assert "1 of 2 cells" in notes[-1]
     monkeypatch.setattr(native, "_loaded", {"adam": None})
     monkeypatch.setattr(native, "_why_unavailable", {"adam": "no C compiler"})
-    notes = bench._adam_loop_notes(_tiny(compile=True))
+    notes = bench._adam_loop_notes(_tiny(compile=True), cells[:1])
     assert "the C Adam loop is unavailable (no C compiler); torch.compile's ran" in notes[0]
+    assert not any("inside" in note or "right after" in note for note in notes)
 
 
 def test_the_results_say_how_the_matrix_products_ran(monkeypatch):

@@ -130,6 +130,77 @@ def test_a_new_thread_count_rechooses_the_products_and_keeps_the_bits():
         assert torch.equal(ours.detach(), theirs.detach())
 
 
+def _adam_state(optimizer, params) -> list[torch.Tensor]:
+    return [optimizer.state[p][name].clone() for p in params
+            for name in ("step", "exp_avg", "exp_avg_sq")]
+
+
+@pytest.mark.parametrize(("name", "optimizer_name", "groups"), [
+    ("NeuralNetwork", "adam", 1), ("SequentialNetwork", "adamw", 1),
+    ("NeuralNetwork", "adam", 2)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_adam_inside_the_backward_is_optimizer_step_bit_for_bit(name, optimizer_name,
+                                                                groups, dtype):
+    """With the compiled Adam on the CPU, each Linear's update runs right after
+    its backward (scratchnet.optim.adam.update_in_parts); with
+    update_in_backward off, optimizer.step() runs after the whole backward.
+    The two agree bit for bit in loss, parameters, gradients and Adam's state
+    over steps that change the batch size and the learning rate, load a
+    state_dict and set the gradients to None. The first step, the one after
+    the load and any optimizer with two groups take optimizer.step()."""
+    from scratchnet import native
+
+    if native.load("adam") is None:
+        pytest.skip(f"the C loop cannot be built: {native.why_unavailable('adam')}")
+    models = [_model(name, None, "scratchnet", dtype) for _ in range(2)]
+    trainers = []
+    for model in models:
+        params = list(model.parameters())
+        split = [{"params": params[:2]}, {"params": params[2:]}] if groups == 2 else params
+        optimizer = getattr(scratchnet.optim, OPTIMIZERS[optimizer_name][0])(
+            split, lr=1e-2, weight_decay=0.1 if optimizer_name == "adamw" else 0)
+        trainers.append(FastTrainer(model, optimizer, compile_optimizer=True))
+    inside, after = trainers
+    after.update_in_backward = False
+    batches = _batches(name, dtype, (16, 16, 5, 16, 16, 16))
+    used = []
+    for step, (x, y) in enumerate(batches):
+        if step == 2:  # a scheduler's change, between steps
+            for trainer in trainers:
+                trainer.optimizer.param_groups[0]["lr"] *= 0.5
+        if step == 3:  # a checkpoint restored, each tensor on its own: laid out anew
+            for trainer in trainers:
+                saved = trainer.optimizer.state_dict()
+                saved["state"] = {index: {key: value.clone() for key, value in state.items()}
+                                  for index, state in saved["state"].items()}
+                trainer.optimizer.load_state_dict(saved)
+        if step == 4:
+            for trainer in trainers:
+                trainer.optimizer.zero_grad(set_to_none=True)
+        assert inside.step(x, y).item() == after.step(x, y).item(), f"loss, step {step}"
+        used.append(inside.updated_in_backward)
+        assert not after.updated_in_backward
+        for (key, ours), theirs in zip(models[0].named_parameters(),
+                                       models[1].parameters(), strict=True):
+            assert torch.equal(ours.detach(), theirs.detach()), f"{key}, step {step}"
+            assert torch.equal(ours.grad, theirs.grad), f"d{key}, step {step}"
+        ours = _adam_state(inside.optimizer, models[0].parameters())
+        theirs = _adam_state(after.optimizer, models[1].parameters())
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), \
+            f"Adam's state, step {step}"
+    expected = [False, True, True, False, True, True] if groups == 1 else [False] * 6
+    assert used == expected
+
+
+def test_tied_weights_are_refused():
+    """Each Linear writes its gradient: a shared weight would get one layer's share."""
+    first, second = nn.Linear(8, 8), nn.Linear(8, 8)
+    second.weight = first.weight
+    model = nn.Sequential(first, nn.ReLU(), second)
+    with pytest.raises(OptionError, match=r"share a parameter of shape \(8, 8\)"):
+        FastTrainer(model, scratchnet.optim.SGD(model.parameters(), lr=0.1))
+
+
 # SGD with momentum, not Adam: Adam moves each weight by lr · m̂/(√v̂ + ε), and for
 # a gradient element of size ~ε that ratio turns last-bit differences between
 # torch's gradient and ours (torch's autograd forms dweight as (xᵀ·dout)ᵀ,

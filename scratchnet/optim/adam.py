@@ -16,7 +16,6 @@ included; torch.compile elsewhere, without decay; at the end of this file).
 from __future__ import annotations
 
 import ctypes
-import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -269,7 +268,7 @@ class _FlatAdamState:
         self.kernel_scalar_views = (self.kernel_scalars[0], self.kernel_scalars[1])
         self._native_loop: Any = _UNBOUND
 
-    def native_loop(self) -> Callable[..., None] | None:
+    def native_loop(self) -> _NativeLoop | None:
         """The C loop bound to these buffers (bound on the first call; see
         _bind_native_loop), or None where it does not apply."""
         if self._native_loop is _UNBOUND:
@@ -300,11 +299,13 @@ class _FlatAdamState:
 _MOMENTS = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
 
-def _flat_group(optimizer: Adam, group: dict[str, Any]) -> _FlatAdamState | None:
+def _flat_group(optimizer: Adam, group: dict[str, Any], lay_out: bool = True
+                ) -> _FlatAdamState | None:
     """The group's flat spans, or ``None`` when it is not laid out flat (then the
     per-parameter loop runs). On the first step, and after a state_dict was
-    loaded, the state is (re)laid out flat to match the parameters. The spans
-    found are cached, keyed by where every tensor involved lives."""
+    loaded, the state is (re)laid out flat to match the parameters (unless
+    ``lay_out`` is False: then None). The spans found are cached, keyed by
+    where every tensor involved lives."""
     params = group["params"]
     grads = [p.grad for p in params]
     if any(g is None for g in grads) or params[0].is_complex():
@@ -318,7 +319,7 @@ def _flat_group(optimizer: Adam, group: dict[str, Any]) -> _FlatAdamState | None
     if cached is not None and cached[0] == layout_key \
             and len(set(cached[1].steps.tolist())) == 1:
         return cached[1]
-    flat = _find_flat_group(optimizer, group, params, grads)
+    flat = _find_flat_group(optimizer, group, params, grads, lay_out)
     if flat is not None:
         states = [optimizer.state[p] for p in params]
         layout_key = (layout_key[0], layout_key[1],
@@ -328,14 +329,18 @@ def _flat_group(optimizer: Adam, group: dict[str, Any]) -> _FlatAdamState | None
 
 
 def _find_flat_group(optimizer: Adam, group: dict[str, Any], params: list,
-                     grads: list) -> _FlatAdamState | None:
+                     grads: list, lay_out: bool) -> _FlatAdamState | None:
     param_span, grad_span = contiguous_span(params), contiguous_span(grads)
     if param_span is None or grad_span is None:
         return None
     names = [name for name in _MOMENTS if name != "max_exp_avg_sq" or group["amsgrad"]]
+    if not lay_out and any(not optimizer.state.get(p) for p in params):
+        return None  # not started: laying it out is the first step's
     states = [optimizer.state[p] for p in params]
     spans = _state_spans(states, names)
     if spans is None:
+        if not lay_out:
+            return None
         spans = _lay_out_state_flat(states, params, param_span, names)
         if spans is None:
             return None
@@ -503,9 +508,9 @@ def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     return True
 
 
-def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
-    """scratchnet/native/adam.c's loop for the buffers' dtype with their four
-    pointers, their length and the step counters bound (the loop advances the
+def _bind_native_loop(flat: _FlatAdamState) -> _NativeLoop | None:
+    """scratchnet/native/adam.c's loop for the buffers' dtype bound to their four
+    pointers, their length and the step counters (the loop advances the
     counters and computes the bias corrections itself, in double as the Python
     here would: tests/test_native.py checks θ bit for bit), or None: not on the
     CPU, another dtype, buffers not contiguous or overlapping (the loop takes
@@ -527,9 +532,75 @@ def _bind_native_loop(flat: _FlatAdamState) -> Callable[..., None] | None:
                             *[real] * 5, ctypes.c_int])
     if loop is None:
         return None
-    return functools.partial(loop, *(b.data_ptr() for b in buffers), flat.params.numel(),
-                             steps.data_ptr(), int(steps.dtype == torch.float64),
-                             steps.numel())
+    return _NativeLoop(loop, tuple(b.data_ptr() for b in buffers), flat.params.element_size(),
+                       flat.params.numel(), steps.data_ptr(), steps.element_size(),
+                       int(steps.dtype == torch.float64), steps.numel())
+
+
+@dataclass(frozen=True)
+class _NativeLoop:
+    """adam.c's loop bound to one flat state: ``loop(γ, β₁, β₂, ε, λ, threads)``
+    updates every element and advances every counter; :meth:`part` does that
+    for a slice of the elements and of the counters."""
+
+    loop: Callable[..., None]
+    pointers: tuple[int, int, int, int]  # θ, g, m, v
+    element_size: int  # bytes
+    numel: int  # N
+    steps_pointer: int  # the (P,) counters
+    step_size: int  # bytes of one counter
+    steps_double: int  # 1: the counters are float64
+    parameter_count: int  # P
+
+    def __call__(self, *hyperparameters: float | int) -> None:
+        self.part(0, self.numel, 0, self.parameter_count, *hyperparameters)
+
+    def part(self, offset: int, numel: int, first: int, count: int,
+             *hyperparameters: float | int) -> None:
+        """Elements [offset, offset + numel) with counters [first, first + count)."""
+        shift = offset * self.element_size
+        param, grad, exp_avg, exp_avg_sq = self.pointers
+        self.loop(param + shift, grad + shift, exp_avg + shift, exp_avg_sq + shift,
+                  numel, self.steps_pointer + first * self.step_size, self.steps_double,
+                  count, *hyperparameters)
+
+
+def update_in_parts(optimizer: Optimizer) -> Callable[[int, int, int, int], None] | None:
+    """This step's update in pieces, where ``optimizer.step()`` would be one run
+    of the C loop over one flat group (``FastTrainer(compile_optimizer=True)``
+    on the CPU, after the first step): a function ``part(offset, numel, first,
+    count)`` that updates elements [offset, offset + numel) of the group's flat
+    buffers and advances the step counters of its parameters [first, first +
+    count). Run on parts that cover the group once each, in any order, it is
+    ``optimizer.step()`` bit for bit: the update is elementwise, and each part
+    computes the same t from counters that agree (checked here). FastTrainer
+    runs each Linear's part right after that layer's backward, while its
+    weights and gradient are still in cache (tests/test_fast.py).
+
+    None where ``optimizer.step()`` must run instead: another optimizer or
+    path, several groups, no state yet (the first step lays it out), or the C
+    loop unavailable. Ask again every step, once the ``.grad`` tensors are in
+    place and before any is written: like ``step()``, this checks the layout
+    (state_dict loaded, ``.grad`` replaced, …) and reads the hyperparameters."""
+    if not isinstance(optimizer, Adam) or not getattr(optimizer, "_compiled_flat_update",
+                                                      False) \
+            or len(optimizer.param_groups) != 1:
+        return None
+    group = optimizer.param_groups[0]
+    decay = group["weight_decay"]
+    if group["amsgrad"] or group["maximize"] or (decay != 0
+                                                 and not group["decoupled_weight_decay"]):
+        return None
+    with torch._C.DisableTorchFunctionSubclass():
+        flat = _flat_group(optimizer, group, lay_out=False)
+    loop = None if flat is None else flat.native_loop()
+    if loop is None:
+        return None
+    beta1, beta2 = group["betas"]
+    hyperparameters = (group["lr"], beta1, beta2, group["eps"], decay,
+                       torch.get_num_threads())
+    return lambda offset, numel, first, count: loop.part(offset, numel, first, count,
+                                                         *hyperparameters)
 
 
 def _any_overlap(buffers: tuple[torch.Tensor, ...]) -> bool:
