@@ -508,8 +508,10 @@ class FastTrainer:
             self._allocate(x.shape[0], self.flat.flat_params)
         if not self._checked:
             self._check_forward(x)
-        self._reattach_grads()
-        update = self._update_in_parts()
+        update = self._update_in_parts()  # its layout check finds every .grad in place
+        if update is None:
+            self._reattach_grads()
+            update = self._update_in_parts()
         logits = self.forward(x)  # (B, C)
         loss = self.loss.forward(logits, y)  # ()
         self.backward(self.loss.backward(), update)
@@ -525,18 +527,12 @@ class FastTrainer:
         the backward. Measured at batch 64 on the seed MLP, updating each layer
         while its weights and gradient are in cache saves 7% of the step (README
         "Speed")."""
-        if not self.update_in_backward or not self._parts_cover_all \
-                or len(getattr(self.optimizer, "param_groups", ())) != 1:
+        if not self.update_in_backward or not self._parts_cover_all:
             return None
-        params = self.optimizer.param_groups[0]["params"]
-        if len(params) != len(self.flat.params) or any(
-                ours is not theirs for ours, theirs in zip(params, self.flat.params,
-                                                           strict=True)):
-            return None  # the parts' offsets are flat's: its parameters, in its order
-        return adam.update_in_parts(self.optimizer)
+        return adam.update_in_parts(self.optimizer, self.flat.flat_params)
 
     def _reattach_grads(self) -> None:
-        """The backward wrote into flat_grads; make sure every .grad still shows it
+        """Point every .grad at its view of flat_grads, which the backward writes
         (someone may have called ``zero_grad(set_to_none=True)``)."""
         with torch._C.DisableTorchFunctionSubclass():  # plain attribute reads
             for param, view in zip(self.flat.params, self.grad_views, strict=True):

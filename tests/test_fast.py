@@ -137,7 +137,7 @@ def _adam_state(optimizer, params) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize(("name", "optimizer_name", "groups"), [
     ("NeuralNetwork", "adam", 1), ("SequentialNetwork", "adamw", 1),
-    ("NeuralNetwork", "adam", 2)])
+    ("NeuralNetwork", "adam", 2), ("NeuralNetwork", "adam", "subset")])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_adam_inside_the_backward_is_optimizer_step_bit_for_bit(name, optimizer_name,
                                                                 groups, dtype):
@@ -147,7 +147,8 @@ def test_adam_inside_the_backward_is_optimizer_step_bit_for_bit(name, optimizer_
     The two agree bit for bit in loss, parameters, gradients and Adam's state
     over steps that change the batch size and the learning rate, load a
     state_dict and set the gradients to None. The first step, the one after
-    the load and any optimizer with two groups take optimizer.step()."""
+    the load, an optimizer with two groups and one over some of the
+    parameters take optimizer.step()."""
     from scratchnet import native
 
     if native.load("adam") is None:
@@ -156,7 +157,8 @@ def test_adam_inside_the_backward_is_optimizer_step_bit_for_bit(name, optimizer_
     trainers = []
     for model in models:
         params = list(model.parameters())
-        split = [{"params": params[:2]}, {"params": params[2:]}] if groups == 2 else params
+        split = {1: params, 2: [{"params": params[:2]}, {"params": params[2:]}],
+                 "subset": params[2:]}[groups]
         optimizer = getattr(scratchnet.optim, OPTIMIZERS[optimizer_name][0])(
             split, lr=1e-2, weight_decay=0.1 if optimizer_name == "adamw" else 0)
         trainers.append(FastTrainer(model, optimizer, compile_optimizer=True))
@@ -184,8 +186,8 @@ def test_adam_inside_the_backward_is_optimizer_step_bit_for_bit(name, optimizer_
                                        models[1].parameters(), strict=True):
             assert torch.equal(ours.detach(), theirs.detach()), f"{key}, step {step}"
             assert torch.equal(ours.grad, theirs.grad), f"d{key}, step {step}"
-        ours = _adam_state(inside.optimizer, models[0].parameters())
-        theirs = _adam_state(after.optimizer, models[1].parameters())
+        ours = _adam_state(inside.optimizer, inside.optimizer.state)
+        theirs = _adam_state(after.optimizer, after.optimizer.state)
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True)), \
             f"Adam's state, step {step}"
     expected = [False, True, True, False, True, True] if groups == 1 else [False] * 6

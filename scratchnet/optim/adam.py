@@ -565,13 +565,16 @@ class _NativeLoop:
                   count, *hyperparameters)
 
 
-def update_in_parts(optimizer: Optimizer) -> Callable[[int, int, int, int], None] | None:
+def update_in_parts(optimizer: Optimizer, flat_params: torch.Tensor
+                    ) -> Callable[[int, int, int, int], None] | None:
     """This step's update in pieces, where ``optimizer.step()`` would be one run
-    of the C loop over one flat group (``FastTrainer(compile_optimizer=True)``
-    on the CPU, after the first step): a function ``part(offset, numel, first,
-    count)`` that updates elements [offset, offset + numel) of the group's flat
-    buffers and advances the step counters of its parameters [first, first +
-    count). Run on parts that cover the group once each, in any order, it is
+    of the C loop over one flat group whose parameters are ``flat_params``, the
+    whole buffer (``FastTrainer(compile_optimizer=True)`` on the CPU, after the
+    first step): a function ``part(offset, numel, first, count)`` that updates
+    elements [offset, offset + numel) of the flat buffers and advances the step
+    counters of the group's parameters [first, first + count) — in the group's
+    order, which is the order they lie in the buffer (the flat path needs it).
+    Run on parts that cover the group once each, in any order, it is
     ``optimizer.step()`` bit for bit: the update is elementwise, and each part
     computes the same t from counters that agree (checked here). FastTrainer
     runs each Linear's part right after that layer's backward, while its
@@ -593,7 +596,10 @@ def update_in_parts(optimizer: Optimizer) -> Callable[[int, int, int, int], None
         return None
     with torch._C.DisableTorchFunctionSubclass():
         flat = _flat_group(optimizer, group, lay_out=False)
-    loop = None if flat is None else flat.native_loop()
+    if flat is None or flat.params.data_ptr() != flat_params.data_ptr() \
+            or flat.params.numel() != flat_params.numel():
+        return None
+    loop = flat.native_loop()
     if loop is None:
         return None
     beta1, beta2 = group["betas"]
