@@ -110,9 +110,8 @@ class _LinearStep:
     def backward(self, dout: torch.Tensor) -> torch.Tensor | None:
         """dx = dout · W,  dweight = doutᵀ · x,  dbias = Σ_B dout (written into
         flat_grads: this step's gradient, as after zero_grad + backward)."""
-        self.products.weight_grad(dout, self.x, self.dweight)  # (D_out, D_in)
-        if self.dbias is not None:
-            torch.sum(dout, 0, out=self.dbias)  # (D_out,)
+        # (D_out, D_in) and (D_out,): torch.sum(dout, 0), in the same call where it can
+        self.products.weight_grad(dout, self.x, self.dweight, self.dbias)
         if self.first:
             return None
         return self.products.input_grad(dout, self.weight, self.dx,  # (B, D_in)

@@ -367,26 +367,29 @@ def _linear_operands(batch: int, d_in: int, d_out: int, dtype: torch.dtype, seed
         return drawn.masked_fill(torch.rand(*shape, generator=generator) < 0.05, 0.0)
 
     x = values(batch * d_in + offset)[offset:].view(batch, d_in)
-    return {"x": x, "weight": values(d_out, d_in), "bias": values(d_out),
-            "dout": values(batch, d_out)}
+    dout = values(batch * d_out + offset)[offset:].view(batch, d_out)
+    return {"x": x, "weight": values(d_out, d_in), "bias": values(d_out), "dout": dout}
 
 
 def _torch_products(o: dict[str, torch.Tensor], bias: bool) -> dict[str, torch.Tensor]:
     return {"forward": (torch.addmm(o["bias"], o["x"], o["weight"].t()) if bias
                         else torch.mm(o["x"], o["weight"].t())),
             "weight_grad": torch.mm(o["dout"].t(), o["x"]),
-            "input_grad": torch.mm(o["dout"], o["weight"])}
+            "input_grad": torch.mm(o["dout"], o["weight"]),
+            **({"bias_grad": torch.sum(o["dout"], 0)} if bias else {})}
 
 
 def _our_products(products, o: dict[str, torch.Tensor], bias: bool
                   ) -> dict[str, torch.Tensor]:
     batch, d_in, d_out = products.shape
-    out, dweight, dx = (o["x"].new_full(shape, float("nan")) for shape in
-                        ((batch, d_out), (d_out, d_in), (batch, d_in)))
-    return {"forward": products.forward(o["x"], o["weight"], o["bias"] if bias else None,
+    out, dweight, dx, dbias = (o["x"].new_full(shape, float("nan")) for shape in
+                               ((batch, d_out), (d_out, d_in), (batch, d_in), (d_out,)))
+    ours = {"forward": products.forward(o["x"], o["weight"], o["bias"] if bias else None,
                                         out),
-            "weight_grad": products.weight_grad(o["dout"], o["x"], dweight),
+            "weight_grad": products.weight_grad(o["dout"], o["x"], dweight,
+                                                dbias if bias else None),
             "input_grad": products.input_grad(o["dout"], o["weight"], dx)}
+    return {**ours, "bias_grad": dbias} if bias else ours
 
 
 def _assert_within_the_error_bound(ours: torch.Tensor, o: dict[str, torch.Tensor],
@@ -403,6 +406,14 @@ def _assert_within_the_error_bound(ours: torch.Tensor, o: dict[str, torch.Tensor
         exact, size = exact + wide["bias"], size + wide["bias"].abs()
     bound = 2 * (a.shape[1] + 1) * torch.finfo(ours.dtype).eps * size
     assert ((ours.double() - exact).abs() <= bound).all(), f"{kind} split over {split}"
+
+
+def _assert_sums_within_the_error_bound(ours: torch.Tensor, o: dict[str, torch.Tensor]
+                                       ) -> None:
+    """|ours − Σ_B dout| ≤ 2B·ε·Σ_B |dout| per column, in any order of the sum."""
+    wide = o["dout"].double()
+    bound = 2 * wide.shape[0] * torch.finfo(ours.dtype).eps * wide.abs().sum(0)
+    assert ((ours.double() - wide.sum(0)).abs() <= bound).all(), "bias gradient"
 
 
 def _same_bits(ours: torch.Tensor, theirs: torch.Tensor) -> bool:
@@ -423,26 +434,31 @@ _shapes = dict(batch=st.sampled_from([1, 2, 3, 7, 16, 33, 64, 100, 257]),
 def test_linear_products_equal_torch_ops_bit_for_bit(dtype, batch, d_in, d_out, bias,
                                                       threads, offset, seed):
     """Whatever split was chosen (on the probe's inputs), the products of other
-    values at another alignment are torch's, every bit (signs of zero too)."""
+    values at another alignment are torch's, every bit (signs of zero too); so
+    is the bias's gradient, summed in the weight gradient's call or not."""
     products = gemm.linear_products(batch, d_in, d_out, dtype, bias, threads=threads)
     if min(batch, d_in, d_out) == 1:  # matrix-vector products: torch's own ops
         assert set(products.splits.values()) == {None}
     operands = _linear_operands(batch, d_in, d_out, dtype, seed, offset)
     theirs = _torch_products(operands, bias)
     for kind, ours in _our_products(products, operands, bias).items():
-        assert _same_bits(ours, theirs[kind]), f"{kind} split over {products.splits[kind]}"
+        assert _same_bits(ours, theirs[kind]), \
+            f"{kind} split over {products.splits.get(kind)}, sums {products.sums_in_product}"
 
 
 @needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_the_seed_mlps_products_go_through_gemm_c(dtype):
     """At batch 64 each product of 784-512-512-10 is torch's BLAS call, split
-    or not (torch hands small products, 2×2 say, to its own kernels instead)."""
+    or not (torch hands small products, 2×2 say, to its own kernels instead),
+    and the two 512-wide bias gradients are summed in the weight gradient's
+    call (torch's sum over ten columns takes another order)."""
     if gemm.why_unavailable(dtype):
         pytest.skip(gemm.why_unavailable(dtype))
     for d_in, d_out in ((784, 512), (512, 512), (512, 10)):
         products = gemm.linear_products(64, d_in, d_out, dtype, True, threads=2)
         assert None not in products.splits.values(), (d_in, d_out, products.splits)
+        assert products.sums_in_product == (d_out == 512), (d_in, d_out)
 
 
 @needs_compiler
@@ -453,9 +469,10 @@ def test_whether_a_split_equals_torch_depends_on_the_shapes_only(dtype, batch, d
                                                                  d_out, bias, offset,
                                                                  seed):
     """The probe's premise: each split, forced, equals torch's op on the probe's
-    inputs exactly when it does on other values at another alignment. And each
-    computes the product (its blocks are where they belong) within the parity
-    contract even where its last bits are not torch's."""
+    inputs exactly when it does on other values at another alignment, and so
+    does gemm.c's sum of dout (the bias's gradient). And each computes the
+    product (its blocks are where they belong), and the sum, within the order-
+    free error bound even where its last bits are not torch's."""
     assume(min(batch, d_in, d_out) >= 2)  # (matrix-vector products take torch's ops)
     verdicts = []
     for operands in (_linear_operands(batch, d_in, d_out, dtype, 0),
@@ -467,9 +484,14 @@ def test_whether_a_split_equals_torch_depends_on_the_shapes_only(dtype, batch, d
             for split in gemm.splits_to_try(arguments, 2):
                 products._calls[kind] = functools.partial(loop, *arguments,
                                                           gemm.SPLITS[split], 2)
-                ours = _our_products(products, operands, bias)[kind]
-                verdict[kind, split] = _same_bits(ours, theirs[kind])
-                _assert_within_the_error_bound(ours, operands, bias, kind, split)
+                products.sums_in_product = bias  # gemm.c's sum, forced
+                ours = _our_products(products, operands, bias)
+                verdict[kind, split] = _same_bits(ours[kind], theirs[kind])
+                _assert_within_the_error_bound(ours[kind], operands, bias, kind, split)
+                if kind == "weight_grad" and bias:
+                    verdict["bias_grad", split] = _same_bits(ours["bias_grad"],
+                                                             theirs["bias_grad"])
+                    _assert_sums_within_the_error_bound(ours["bias_grad"], operands)
         verdicts.append(verdict)
     assert verdicts[0] == verdicts[1]
 
@@ -485,7 +507,7 @@ def test_a_split_that_differs_from_torch_is_never_used(monkeypatch):
             real_loop(*arguments)
             if arguments[8] not in exact_splits:
                 out = torch.from_numpy(np.ctypeslib.as_array(
-                    ctypes.cast(arguments[-1], ctypes.POINTER(ctypes.c_float)),
+                    ctypes.cast(arguments[-2], ctypes.POINTER(ctypes.c_float)),
                     (arguments[2] * arguments[3],)))  # C: m × n
                 out.copy_(torch.nextafter(out, torch.tensor(float("inf"))))
         return loop

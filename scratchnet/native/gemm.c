@@ -26,7 +26,9 @@
  * bias, then the BLAS call with β = 1). A ReLU after the forward, or ReLU's
  * backward after dx = dout·W, runs on each block right after its product,
  * while it is in cache (the epilogue below): exact operations, the same as
- * torch's relu_ and fast.py's mask product.
+ * torch's relu_ and fast.py's mask product. The weight gradient's call can
+ * also sum dout over the batch, the bias's gradient, in the order of torch's
+ * sum over dim 0 (column_sums below; gemm.py uses it only where it is equal).
  */
 #include "threads.h"
 
@@ -37,6 +39,19 @@
 #define SPLIT_ALIGN 16
 
 enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
+
+#define SUM_LEVELS 4  /* torch's cascade sum: levels of partial sums */
+#define SUM_CHUNK 64  /* columns summed at a time: the partial sums stay in registers */
+
+/* ⌈log2 x⌉ as torch's utils::CeilLog2 (1 for x ≤ 2). */
+static int64_t ceil_log2(int64_t x) {
+    int64_t bits = 0;
+    if (x <= 2)
+        return 1;
+    for (x -= 1; x > 0; x >>= 1)
+        bits++;
+    return bits;
+}
 
 #define GEMM(NAME, T)                                                              \
     typedef void (*NAME##_blas_t)(const char *, const char *, const int *,         \
@@ -67,6 +82,50 @@ enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
         }                                                                          \
     }                                                                              \
                                                                                    \
+    /* sums[j] = Σ_i x[i·ld + j] over rows i < rows, for columns [begin, end)  \
+     * (x: a row-major (rows, ·) buffer, row stride ld), in the order of torch's \
+     * CPU sum over dim 0 (aten's cascade sum for a reduction over an outer     \
+     * dimension): runs of 2^p rows added left to right into level 0, p =       \
+     * max(4, ⌈log2 rows⌉ / 4); after each run level j - 1 is added into level j \
+     * and cleared, for j = 1, 2, … while the run's end has p zero bits there;  \
+     * the rows left over go into level 0, and the levels are added up from     \
+     * level 0. Each column's sum is on its own, so blocks of columns may go to \
+     * any thread. */                                                           \
+    static void NAME##_column_sums(const T *x, int64_t rows, int64_t ld,           \
+                                   int64_t begin, int64_t end, T *sums) {          \
+        int64_t power = ceil_log2(rows) / SUM_LEVELS;                              \
+        if (power < 4)                                                             \
+            power = 4;                                                             \
+        const int64_t run = (int64_t)1 << power, mask = run - 1;                   \
+        for (int64_t first = begin; first < end; first += SUM_CHUNK) {             \
+            const int64_t width = end - first < SUM_CHUNK ? end - first : SUM_CHUNK; \
+            T level[SUM_LEVELS][SUM_CHUNK] = {{0}};                                \
+            const T *column = x + first;                                           \
+            int64_t row = 0;                                                       \
+            while (row + run <= rows) {                                            \
+                for (int64_t stop = row + run; row < stop; row++)                  \
+                    for (int64_t j = 0; j < width; j++)                            \
+                        level[0][j] += column[row * ld + j];                       \
+                for (int up = 1; up < SUM_LEVELS; up++) {                          \
+                    for (int64_t j = 0; j < width; j++) {                          \
+                        level[up][j] += level[up - 1][j];                          \
+                        level[up - 1][j] = 0;                                      \
+                    }                                                              \
+                    if (row & (mask << (up * power)))                              \
+                        break;                                                     \
+                }                                                                  \
+            }                                                                      \
+            for (; row < rows; row++)                                              \
+                for (int64_t j = 0; j < width; j++)                                \
+                    level[0][j] += column[row * ld + j];                           \
+            for (int up = 1; up < SUM_LEVELS; up++)                                \
+                for (int64_t j = 0; j < width; j++)                                \
+                    level[0][j] += level[up][j];                                   \
+            for (int64_t j = 0; j < width; j++)                                    \
+                sums[first + j] = level[0][j];                                     \
+        }                                                                          \
+    }                                                                              \
+                                                                                   \
     static void NAME##_block(char trans_a, char trans_b, int m, int n, int k,      \
                              const T *a, int lda, const T *b, int ldb,             \
                              const T *bias, T *c, int ldc) {                       \
@@ -91,22 +150,27 @@ enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
      * SPLIT_ALIGN rows at a time) or SPLIT_N (blocks of columns), between      \
      * `threads` threads; relu, gate: the epilogue above (0 / NULL: none); then \
      * the pointers (bias: (m,) or NULL), last so that gemm.py binds the rest   \
-     * once. */                                                                  \
+     * once. b_sums (n,) or NULL: with trans_b 'T', op(B) (k, n) is a row-major \
+     * (k, n) buffer with row stride ldb, and b_sums its column sums over k     \
+     * (column_sums: in the weight gradient, dbias = Σ_batch dout). */           \
     void NAME(char trans_a, char trans_b, int m, int n, int k, int lda, int ldb,   \
               int ldc, int split, int threads, int relu, const T *a, const T *b,   \
-              const T *bias, const T *gate, T *c) {                                \
+              const T *bias, const T *gate, T *c, T *b_sums) {                     \
         const int epilogue = relu || gate;                                         \
         if (split == SPLIT_NONE || threads <= 1) {                                 \
             NAME##_block(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc); \
-            if (!epilogue)                                                         \
+            if (!epilogue && !b_sums)                                              \
                 return;                                                            \
             _Pragma("omp parallel num_threads(threads)")                           \
             {                                                                      \
                 int64_t thread = 0, thread_count = 1;                              \
                 THREAD_SLOT(thread, thread_count);                                 \
-                NAME##_epilogue(m, block_start(thread, thread_count, n, 1),        \
-                                block_start(thread + 1, thread_count, n, 1), ldc,  \
-                                relu, gate, c);                                    \
+                const int64_t begin = block_start(thread, thread_count, n, 1);     \
+                const int64_t end = block_start(thread + 1, thread_count, n, 1);   \
+                if (epilogue)                                                      \
+                    NAME##_epilogue(m, begin, end, ldc, relu, gate, c);            \
+                if (b_sums)                                                        \
+                    NAME##_column_sums(b, k, ldb, begin, end, b_sums);             \
             }                                                                      \
             return;                                                                \
         }                                                                          \
@@ -114,6 +178,11 @@ enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
         {                                                                          \
             int64_t thread = 0, thread_count = 1;                                  \
             THREAD_SLOT(thread, thread_count);                                     \
+            if (b_sums)                                                            \
+                NAME##_column_sums(b, k, ldb,                                      \
+                                   block_start(thread, thread_count, n, 1),        \
+                                   block_start(thread + 1, thread_count, n, 1),    \
+                                   b_sums);                                        \
             const int64_t total = split == SPLIT_M ? m : n;                        \
             const int64_t align = split == SPLIT_M ? SPLIT_ALIGN : 1;              \
             const int64_t begin = block_start(thread, thread_count, total, align); \

@@ -9,9 +9,12 @@ wherever that is torch's result bit for bit (used by :mod:`scratchnet.fast`).
 
     products.forward(x, weight, bias, out, relu=True)  # then out ← relu(out)
     products.input_grad(dout, weight, dx, gate=h)      # then dx ← dx · [h > 0]
+    products.weight_grad(dout, x, dweight, dbias)      # and dbias = Σ_B dout
 
 (the ReLU and its backward in the same pass, on the C path only:
-``products.fuses(kind)``).
+``products.fuses(kind)``; the bias's gradient in the weight gradient's call
+where gemm.c's sum is torch.sum(dout, 0)'s bit for bit, ``sums_in_product``,
+else torch.sum after it).
 
 All of the products' dtype and shapes: x (B, D_in), weight (D_out, D_in),
 bias (D_out,), out and dout (B, D_out); all but x contiguous (a product with a
@@ -51,6 +54,7 @@ _MAX_INT = 2**31 - 1  # BLAS's sizes are 32-bit
 _BLAS_ROUTINES = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
 
 _plans: dict[tuple, str | None] = {}  # (kind, shape, dtype, bias, threads) → split or None
+_sum_plans: dict[tuple, bool] = {}  # (shape, dtype, threads) → gemm.c's Σ_B dout is torch's
 _why_unavailable: dict[torch.dtype, str] = {}
 
 
@@ -78,6 +82,8 @@ class LinearProducts:
             self.splits[kind] = split
             self._calls[kind] = (None if split is None else functools.partial(
                 loop, *arguments, SPLITS[split], threads))
+        self.sums_in_product = bias and self._calls["weight_grad"] is not None and \
+            _sums_plan(self, loop)  # dbias in weight_grad's call (see weight_grad)
 
     def fuses(self, kind: str) -> bool:
         """Whether ``kind``'s product is gemm.c's, and so takes a ReLU with it
@@ -96,16 +102,27 @@ class LinearProducts:
                 torch.addmm(bias, x, weight.t(), out=out)
             return torch.relu_(out) if relu else out
         call(int(relu), weight.data_ptr(), x.data_ptr(),
-             None if bias is None else bias.data_ptr(), None, out.data_ptr())
+             None if bias is None else bias.data_ptr(), None, out.data_ptr(), None)
         return out
 
-    def weight_grad(self, dout: torch.Tensor, x: torch.Tensor, dweight: torch.Tensor
-                    ) -> torch.Tensor:
-        """dweight = doutᵀ·x: torch.mm(dout.t(), x, out=dweight)."""
+    def weight_grad(self, dout: torch.Tensor, x: torch.Tensor, dweight: torch.Tensor,
+                    dbias: torch.Tensor | None = None) -> torch.Tensor:
+        """dweight = doutᵀ·x: torch.mm(dout.t(), x, out=dweight); with ``dbias``
+        (D_out,), also dbias = torch.sum(dout, 0, out=dbias): in the same call,
+        each thread summing some columns of dout, where gemm.c's sum is torch's
+        bit for bit for this shape (``sums_in_product``: aten's cascade order,
+        probed like the splits), else torch.sum after the product."""
         call = self._calls["weight_grad"]
         if call is None or not x.is_contiguous():
-            return torch.mm(dout.t(), x, out=dweight)
-        call(0, x.data_ptr(), dout.data_ptr(), None, None, dweight.data_ptr())
+            torch.mm(dout.t(), x, out=dweight)
+        else:
+            sums = dbias is not None and self.sums_in_product
+            call(0, x.data_ptr(), dout.data_ptr(), None, None, dweight.data_ptr(),
+                 dbias.data_ptr() if sums else None)
+            if sums:
+                return dweight
+        if dbias is not None:
+            torch.sum(dout, 0, out=dbias)
         return dweight
 
     def input_grad(self, dout: torch.Tensor, weight: torch.Tensor, dx: torch.Tensor,
@@ -121,7 +138,7 @@ class LinearProducts:
                                  "(fuses('input_grad') is False)")
             return torch.mm(dout, weight, out=dx)
         call(0, weight.data_ptr(), dout.data_ptr(), None,
-             None if gate is None else gate.data_ptr(), dx.data_ptr())
+             None if gate is None else gate.data_ptr(), dx.data_ptr(), None)
         return dx
 
 
@@ -164,7 +181,7 @@ def _gemm_loop(dtype: torch.dtype) -> Callable[..., None] | None:
     suffix = native.C_TYPES[dtype][0]
     integer, pointer = ctypes.c_int, ctypes.c_void_p
     loop = native.function("gemm", f"scratchnet_gemm_{suffix}", None,
-                           [ctypes.c_char, ctypes.c_char, *[integer] * 9, *[pointer] * 5])
+                           [ctypes.c_char, ctypes.c_char, *[integer] * 9, *[pointer] * 6])
     set_blas = native.function("gemm", f"scratchnet_gemm_{suffix}_set_blas", ctypes.c_int,
                                [pointer])
     if loop is None or set_blas is None:
@@ -220,7 +237,7 @@ def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
     for seed in range(PROBE_DRAWS):  # one draw at a time: the least memory
         expected, out, inputs = _probe(kind, products.shape, products.dtype, bias, seed)
         pointers = (0, *(None if t is None else t.data_ptr() for t in inputs), None,
-                    out.data_ptr())  # (relu, A, B, bias, gate, C); inputs kept alive
+                    out.data_ptr(), None)  # (relu, A, B, bias, gate, C, Σ); inputs alive
         for split in list(equal):
             out.fill_(float("nan"))
             loop(*arguments, SPLITS[split], products.threads, *pointers)
@@ -231,6 +248,27 @@ def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
         return equal[0] if equal else None
     return _fastest(equal, lambda split: loop(*arguments, SPLITS[split],
                                               products.threads, *pointers))
+
+
+def _sums_plan(products: LinearProducts, loop: Callable[..., None]) -> bool:
+    """Whether gemm.c's Σ_B dout in the weight gradient's call equals
+    torch.sum(dout, 0) bit for bit on random inputs (cached per shape, dtype and
+    threads). torch's order depends on the width (lanes of its vector sums,
+    its column blocks), not on the values: tests/test_native.py."""
+    key = (products.shape, products.dtype, products.threads)
+    if key not in _sum_plans:
+        call = products._calls["weight_grad"]
+        equal = True
+        for seed in range(PROBE_DRAWS):
+            _, out, (x, dout, _) = _probe("weight_grad", products.shape, products.dtype,
+                                          False, seed)
+            expected, sums = torch.sum(dout, 0), dout.new_full((dout.shape[1],), math.nan)
+            call(0, x.data_ptr(), dout.data_ptr(), None, None, out.data_ptr(),
+                 sums.data_ptr())
+            equal = equal and torch.equal(sums.view(torch.uint8),
+                                          expected.view(torch.uint8))
+        _sum_plans[key] = equal
+    return _sum_plans[key]
 
 
 def _probe(kind: str, shape: tuple[int, int, int], dtype: torch.dtype, bias: bool,
