@@ -74,7 +74,9 @@ class _LinearStep:
     result bit for bit (chosen per shape by trying it), else torch's ops.
     There a ReLU next to the layer runs inside its products (``relu_after``:
     relu(out) in the forward's; ``gate_input``: the backward of the ReLU that
-    produced x, dx · [x > 0], in the input gradient's; see _fuse_relus)."""
+    produced x, dx · [x > 0], in the input gradient's; see _fuse_relus), and
+    the bias's gradient Σ_B dout in the weight gradient's, where that sum is
+    torch.sum's bit for bit."""
 
     def __init__(self, layer: nn.Linear, flat: FlatParameters, first: bool) -> None:
         # plain-tensor views of the flat buffers: no tape dispatch on Parameters
@@ -524,8 +526,9 @@ class FastTrainer:
         (scratchnet.optim.adam.update_in_parts: Adam's C loop over the flat
         buffers, from the second step on), or None: optimizer.step() runs after
         the backward. Measured at batch 64 on the seed MLP, updating each layer
-        while its weights and gradient are in cache saves 7% of the step (README
-        "Speed")."""
+        while its weights and gradient are in cache makes no difference on a
+        calm machine and saves about a fifth of the step when other tenants
+        crowd the L3 (README "Speed")."""
         if not self.update_in_backward or not self._parts_cover_all:
             return None
         return adam.update_in_parts(self.optimizer, self.flat.flat_params)

@@ -469,15 +469,20 @@ def _adam_kernel(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
 _compiled_kernel: list[Any] = []  # [the compiled function], or [None] if unavailable
 
 
+def _loop_applies(group: dict[str, Any]) -> bool:
+    """Whether the group's update is one the fused loops do: no amsgrad, no
+    maximize, no L2 weight decay (AdamW's decoupled decay is in the C loop)."""
+    return not (group["amsgrad"] or group["maximize"]) and (
+        group["weight_decay"] == 0 or group["decoupled_weight_decay"])
+
+
 def _compiled_flat_step(flat: _FlatAdamState, group: dict[str, Any]) -> bool:
     """The update without amsgrad, maximize or L2 weight decay through the C
     loop (AdamW's decoupled decay included) or the compiled kernel (no weight
     decay at all); False (nothing done) where neither applies."""
-    if group["amsgrad"] or group["maximize"]:
+    if not _loop_applies(group):
         return False
     decoupled = group["decoupled_weight_decay"]
-    if group["weight_decay"] != 0 and not decoupled:
-        return False
     beta1, beta2 = group["betas"]
     native_loop = flat.native_loop()
     if native_loop is not None:  # t ← t + 1 and the bias corrections in the loop
@@ -590,9 +595,7 @@ def update_in_parts(optimizer: Optimizer, flat_params: torch.Tensor
             or len(optimizer.param_groups) != 1:
         return None
     group = optimizer.param_groups[0]
-    decay = group["weight_decay"]
-    if group["amsgrad"] or group["maximize"] or (decay != 0
-                                                 and not group["decoupled_weight_decay"]):
+    if not _loop_applies(group):
         return None
     with torch._C.DisableTorchFunctionSubclass():
         flat = _flat_group(optimizer, group, lay_out=False)
@@ -603,8 +606,8 @@ def update_in_parts(optimizer: Optimizer, flat_params: torch.Tensor
     if loop is None:
         return None
     beta1, beta2 = group["betas"]
-    hyperparameters = (group["lr"], beta1, beta2, group["eps"], decay,
-                       torch.get_num_threads())
+    hyperparameters = (group["lr"], beta1, beta2, group["eps"], group["weight_decay"],
+                       torch.get_num_threads())  # a weight decay here is AdamW's
     return lambda offset, numel, first, count: loop.part(offset, numel, first, count,
                                                          *hyperparameters)
 
