@@ -47,6 +47,11 @@ from scratchnet import native
 
 SPLITS = {"none": 0, "rows": 1, "columns": 2}  # gemm.c's SPLIT_NONE, SPLIT_M, SPLIT_N
 SPLIT_MIN = 16  # gemm.c's SPLIT_ALIGN: its blocks are this long at least (see below)
+# torch sums dout over dim 0 in one order for whole blocks of columns and in another
+# for the rest: where the width is not a multiple of this, which order a column gets
+# can depend on more than the shape (widths 2, 5, 37: equal on some draws, not on
+# others), so gemm.c's sum is tried only at widths that are
+SUM_WIDTH = 64
 PROBE_DRAWS = 3  # random inputs a split must reproduce torch's result on
 PROBE_BUDGET_S = 0.005  # timing a way of running a product: about this long, ...
 PROBE_REPEATS = 5  # ... at most this many calls
@@ -83,7 +88,7 @@ class LinearProducts:
             self._calls[kind] = (None if split is None else functools.partial(
                 loop, *arguments, SPLITS[split], threads))
         self.sums_in_product = bias and self._calls["weight_grad"] is not None and \
-            _sums_plan(self, loop)  # dbias in weight_grad's call (see weight_grad)
+            out_features % SUM_WIDTH == 0 and _sums_plan(self, loop)  # see weight_grad
 
     def fuses(self, kind: str) -> bool:
         """Whether ``kind``'s product is gemm.c's, and so takes a ReLU with it
