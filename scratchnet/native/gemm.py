@@ -48,9 +48,9 @@ from scratchnet import native
 SPLITS = {"none": 0, "rows": 1, "columns": 2}  # gemm.c's SPLIT_NONE, SPLIT_M, SPLIT_N
 SPLIT_MIN = 16  # gemm.c's SPLIT_ALIGN: its blocks are this long at least (see below)
 # torch sums dout over dim 0 in one order for whole blocks of columns and in another
-# for the rest: where the width is not a multiple of this, which order a column gets
-# can depend on more than the shape (widths 2, 5, 37: equal on some draws, not on
-# others), so gemm.c's sum is tried only at widths that are
+# for the rest; where the width is not a multiple of this, gemm.c's sum was seen equal
+# to torch's on some draws and not on others (widths 2, 5, 37: by chance, with few
+# terms, or an order not the shape's alone), so it is tried only at widths that are
 SUM_WIDTH = 64
 PROBE_DRAWS = 3  # random inputs a split must reproduce torch's result on
 PROBE_BUDGET_S = 0.005  # timing a way of running a product: about this long, ...
