@@ -510,9 +510,8 @@ class FastTrainer:
         if not self._checked:
             self._check_forward(x)
         update = self._update_in_parts()  # its layout check finds every .grad in place
-        if update is None:
-            self._reattach_grads()
-            update = self._update_in_parts()
+        if update is None and self._reattach_grads():
+            update = self._update_in_parts()  # it may have failed on a missing .grad
         logits = self.forward(x)  # (B, C)
         loss = self.loss.forward(logits, y)  # ()
         self.backward(self.loss.backward(), update)
@@ -533,13 +532,17 @@ class FastTrainer:
             return None
         return adam.update_in_parts(self.optimizer, self.flat.flat_params)
 
-    def _reattach_grads(self) -> None:
+    def _reattach_grads(self) -> bool:
         """Point every .grad at its view of flat_grads, which the backward writes
-        (someone may have called ``zero_grad(set_to_none=True)``)."""
+        (someone may have called ``zero_grad(set_to_none=True)``); whether any
+        had to be."""
+        reattached = False
         with torch._C.DisableTorchFunctionSubclass():  # plain attribute reads
             for param, view in zip(self.flat.params, self.grad_views, strict=True):
                 if param.grad is not view:
                     param.grad = view
+                    reattached = True
+        return reattached
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
         dtype, device = self.flat.flat_params.dtype, self.flat.flat_params.device

@@ -258,8 +258,8 @@ def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
 def _sums_plan(products: LinearProducts, loop: Callable[..., None]) -> bool:
     """Whether gemm.c's Σ_B dout in the weight gradient's call equals
     torch.sum(dout, 0) bit for bit on random inputs (cached per shape, dtype and
-    threads). torch's order depends on the width (lanes of its vector sums,
-    its column blocks), not on the values: tests/test_native.py."""
+    threads). Asked only at widths that are multiples of SUM_WIDTH, where
+    torch's order depends on the shape, not on the values: tests/test_native.py."""
     key = (products.shape, products.dtype, products.threads)
     if key not in _sum_plans:
         call = products._calls["weight_grad"]
