@@ -147,18 +147,20 @@ def _sleef_expf(d: np.ndarray) -> np.ndarray:
 
     q = rint(d / ln 2); s = d − q·ln 2 in two FMA steps (ln 2 split in high and
     low parts); u = 1 + s + s²·P(s) with P of degree 5 by Horner's rule in FMAs;
-    result u·2^q, 0 below d = −104 and ∞ above d = 100.
+    result u·2^q, 0 below d = −104 and ∞ above d = 100 (±∞ and nan in, as
+    torch's, quietly: the intermediate overflows are masked below).
     """
-    q = np.rint(_r32(d * _F64(_F32(_R_LN2))))  # round half to even, as vrint
-    s = _fma(q, _F64(_F32(-_L2U)), d)
-    s = _fma(q, _F64(_F32(-_L2L)), s)
-    u = np.full_like(d, _F32(_EXP_POLY[0]))
-    for coefficient in _EXP_POLY[1:]:
-        u = _fma(u, s, _F64(_F32(coefficient)))
-    u = _r32(1.0 + _fma(_r32(s * s), u, s))
-    # u·2^q: exact in float64, one rounding to float32 (SLEEF's two-step scaling
-    # can round differently only where the result is subnormal, below 1.2e-38)
-    result = u * np.exp2(q)
+    with np.errstate(all="ignore"):
+        q = np.rint(_r32(d * _F64(_F32(_R_LN2))))  # round half to even, as vrint
+        s = _fma(q, _F64(_F32(-_L2U)), d)
+        s = _fma(q, _F64(_F32(-_L2L)), s)
+        u = np.full_like(d, _F32(_EXP_POLY[0]))
+        for coefficient in _EXP_POLY[1:]:
+            u = _fma(u, s, _F64(_F32(coefficient)))
+        u = _r32(1.0 + _fma(_r32(s * s), u, s))
+        # u·2^q: exact in float64, one rounding to float32 (SLEEF's two-step scaling
+        # can round differently only where the result is subnormal, below 1.2e-38)
+        result = u * np.exp2(q)
     result = np.where(d < -104, 0.0, result)
     return np.where(d > 100, np.inf, result)
 
