@@ -6,8 +6,8 @@ neighbour for a few seconds slows every side of a cell, the floor included), so
 the README quotes the median of several runs (twenty, about 40 s each)::
 
     for i in $(seq 20); do
-        scratchnet bench --models NeuralNetwork --batches 64,4096 --no-epoch \\
-            --no-memory --name run$i --out benchmarks/results/repeats
+        scratchnet bench --models NeuralNetwork --batches 64,4096 --compile-batches 64 \\
+            --no-epoch --no-memory --name run$i --out benchmarks/results/repeats
     done
     python benchmarks/summarize.py benchmarks/results/repeats/run*.json
 """

@@ -91,6 +91,20 @@ def test_command_line_options_reach_the_config():
     assert config.denormals == (True,) and config.data == "synthetic"
     assert config.memory is False and config.compile is False  # --quick: no compile
     assert config.name == "x"
+    args = build_parser().parse_args(["bench", "--compile-batches", "64,256"])
+    assert bench.config_from_args(args).compile_batches == (64, 256)
+
+
+def test_torch_compile_is_a_side_at_every_batch_unless_limited():
+    """The issue's peers at every batch size: torch.compile too, by default."""
+    def sides(**overrides):
+        config = _tiny(**{"compile": True, "state_warmup_steps": 0, **overrides})
+        return {batch: set(bench._make_sides(config, "784-16-10", batch,
+                                             only=("torch", "torch_compile")))
+                for batch in (1, 3)}
+    assert sides() == {1: {"torch", "torch_compile"}, 3: {"torch", "torch_compile"}}
+    assert sides(compile_batches=(3,)) == {1: {"torch"}, 3: {"torch", "torch_compile"}}
+    assert sides(compile=False, compile_batches=(3,)) == {1: {"torch"}, 3: {"torch"}}
 
 
 def test_summary_of_several_runs_takes_the_median_and_range(tmp_path):
