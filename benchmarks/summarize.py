@@ -3,7 +3,8 @@ and ratios, with their range, as a markdown table.
 
 One run's medians can be off by tens of percent on a shared machine (a noisy
 neighbour for a few seconds slows every side of a cell, the floor included), so
-the README quotes the median of several runs (twenty, about 40 s each)::
+the README quotes the median of several runs (forty, in two sets of twenty; about
+40 s a run)::
 
     for i in $(seq 20); do
         scratchnet bench --models NeuralNetwork --batches 64,4096 --compile-batches 64 \\
