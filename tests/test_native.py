@@ -482,7 +482,7 @@ def test_whether_a_split_equals_torch_depends_on_the_shapes_only(dtype, batch, d
         products = gemm.linear_products(batch, d_in, d_out, dtype, bias, threads=2)
         loop = gemm._gemm_loop(dtype)
         for kind, arguments in products.blas_arguments.items():
-            for split in gemm.splits_to_try(arguments, 2):
+            for split in gemm.splits_to_try(arguments, 2, gemm.has_kernel(dtype)):
                 products._calls[kind] = functools.partial(loop, *arguments,
                                                           gemm.SPLITS[split], 2)
                 products.sums_in_product = bias  # gemm.c's sum, forced
@@ -496,6 +496,74 @@ def test_whether_a_split_equals_torch_depends_on_the_shapes_only(dtype, batch, d
                                                                  theirs["bias_grad"])
         verdicts.append(verdict)
     assert verdicts[0] == verdicts[1]
+
+
+needs_kernel = pytest.mark.skipif(
+    native.c_compiler() is None or not gemm.has_kernel(torch.float32),
+    reason="gemm.c has no loops of its own here (sgemm.h needs AVX-512)")
+
+
+def _sgemm_reference(arguments: tuple, a: torch.Tensor, b: torch.Tensor,
+                     bias: torch.Tensor | None, c: torch.Tensor) -> torch.Tensor:
+    """sgemm.h's order, one element at a time (gemm.c's scratchnet_sgemm_reference)."""
+    reference = native.function("gemm", "scratchnet_sgemm_reference", None,
+                                [ctypes.c_char, ctypes.c_char, *[ctypes.c_int] * 6,
+                                 *[ctypes.c_void_p] * 4])
+    reference(*arguments, a.data_ptr(), b.data_ptr(),
+              None if bias is None else bias.data_ptr(), c.data_ptr())
+    return c
+
+
+@needs_kernel
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(2, 70), d_in=st.integers(2, 420), d_out=st.integers(2, 90),
+       bias=st.booleans(), threads=st.sampled_from([1, 2, 3]), seed=st.integers(0, 2**16),
+       offset=st.integers(0, 17))
+def test_the_own_loops_sum_in_the_order_sgemm_h_states(batch, d_in, d_out, bias, threads,
+                                                       seed, offset):
+    """Every way on scratchnet's loops (one block, split over rows or columns),
+    at every size (tails of the 16-wide vectors and of the tiles, k across
+    chunks of SGEMM_KC = 192), gives the reference order's bits: the chunked
+    chains of fused multiply-adds, whether or not that is torch's order for the
+    shape. And they compute the product: within the order-free error bound."""
+    o = _linear_operands(batch, d_in, d_out, torch.float32, seed, offset)
+    products = gemm.linear_products(batch, d_in, d_out, torch.float32, bias,
+                                    threads=threads)
+    loop = gemm._gemm_loop(torch.float32)
+    for kind, arguments in products.blas_arguments.items():
+        a, b, with_bias = {"forward": (o["weight"], o["x"], bias),
+                           "weight_grad": (o["x"], o["dout"], False),
+                           "input_grad": (o["weight"], o["dout"], False)}[kind]
+        size = (arguments[3], arguments[2])  # C (m, n) column-major: (n, m) row-major
+        expected = _sgemm_reference(arguments, a, b, o["bias"] if with_bias else None,
+                                    torch.full(size, float("nan")))
+        for split in ("kernel", "kernel rows", "kernel columns"):  # at any size
+            products._calls[kind] = functools.partial(loop, *arguments,
+                                                      gemm.SPLITS[split], threads)
+            ours = _our_products(products, o, bias)[kind]
+            assert _same_bits(ours, expected), f"{kind} on {split}"
+            _assert_within_the_error_bound(ours, o, bias, kind, split)
+
+
+@needs_kernel
+def test_the_seed_mlps_products_on_the_own_loops_are_torchs():
+    """The observation sgemm.h rests on (MKL's order for these shapes, one or
+    two threads): at batch 64, the forward and both gradients of 784→512 and
+    512→512 on scratchnet's loops equal torch's ops bit for bit, so the probe
+    may choose them."""
+    for d_in, d_out in ((784, 512), (512, 512)):
+        o = _linear_operands(64, d_in, d_out, torch.float32, seed=d_in)
+        theirs = _torch_products(o, bias=True)
+        for threads in (1, 2):
+            products = gemm.linear_products(64, d_in, d_out, torch.float32, True,
+                                            threads=threads)
+            loop = gemm._gemm_loop(torch.float32)
+            for kind, arguments in products.blas_arguments.items():
+                for split in ("kernel", "kernel rows", "kernel columns"):
+                    products._calls[kind] = functools.partial(
+                        loop, *arguments, gemm.SPLITS[split], threads)
+                    ours = _our_products(products, o, bias=True)[kind]
+                    assert _same_bits(ours, theirs[kind]), (d_in, d_out, kind, split)
 
 
 @needs_compiler
@@ -581,7 +649,8 @@ def test_the_relu_beside_a_product_is_torchs_relu_and_the_fast_steps_mask(dtype)
     products = gemm.linear_products(batch, d_in, d_out, dtype, True, threads=2)
     loop = gemm._gemm_loop(dtype)
     for kind in ("forward", "input_grad"):
-        for split in gemm.splits_to_try(products.blas_arguments[kind], 2):
+        for split in gemm.splits_to_try(products.blas_arguments[kind], 2,
+                                        gemm.has_kernel(dtype)):
             products._calls[kind] = functools.partial(loop, *products.blas_arguments[kind],
                                                       gemm.SPLITS[split], 2)
             if kind == "forward":

@@ -29,7 +29,12 @@
  * torch's relu_ and fast.py's mask product. The weight gradient's call can
  * also sum dout over the batch, the bias's gradient, in the order of torch's
  * sum over dim 0 (column_sums below; gemm.py uses it only where it is equal).
+ *
+ * In float32, a block can instead run scratchnet's own loops (sgemm.h: the
+ * order of MKL's sums for these shapes, and faster at batch 64), chosen by the
+ * same probe: split | OWN_KERNEL.
  */
+#include "sgemm.h"
 #include "threads.h"
 
 /* rows of C per block: one 64-byte cache line of float32. With m ≥ threads ·
@@ -39,6 +44,10 @@
 #define SPLIT_ALIGN 16
 
 enum { SPLIT_NONE = 0, SPLIT_M = 1, SPLIT_N = 2 };
+/* or'ed into split: each block runs sgemm.h's loops instead of the BLAS call
+ * (float32, where has_kernel says they were built; SPLIT_NONE | OWN_KERNEL: one
+ * block on the calling thread) */
+#define OWN_KERNEL 4
 
 #define SUM_LEVELS 4  /* torch's cascade sum: levels of partial sums */
 #define SUM_CHUNK 64  /* columns summed at a time: the partial sums stay in registers */
@@ -53,7 +62,7 @@ static int64_t ceil_log2(int64_t x) {
     return bits;
 }
 
-#define GEMM(NAME, T)                                                              \
+#define GEMM(NAME, T, OWN_BLOCK, HAS_OWN)                                          \
     typedef void (*NAME##_blas_t)(const char *, const char *, const int *,         \
                                   const int *, const int *, const T *, const T *,  \
                                   const int *, const T *, const int *, const T *,  \
@@ -126,10 +135,14 @@ static int64_t ceil_log2(int64_t x) {
         }                                                                          \
     }                                                                              \
                                                                                    \
-    static void NAME##_block(char trans_a, char trans_b, int m, int n, int k,      \
-                             const T *a, int lda, const T *b, int ldb,             \
+    static void NAME##_block(int own, char trans_a, char trans_b, int m, int n,    \
+                             int k, const T *a, int lda, const T *b, int ldb,      \
                              const T *bias, T *c, int ldc) {                       \
         const T one = 1, beta = bias ? 1 : 0;                                      \
+        if (own && HAS_OWN) {                                                      \
+            OWN_BLOCK(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);    \
+            return;                                                                \
+        }                                                                          \
         if (bias)                                                                  \
             for (int64_t column = 0; column < n; column++)                         \
                 for (int64_t row = 0; row < m; row++)                              \
@@ -145,6 +158,10 @@ static int64_t ceil_log2(int64_t x) {
         return 0;                                                                  \
     }                                                                              \
                                                                                    \
+    /* 1 where sgemm.h's loops were built for T (split | OWN_KERNEL runs them), \
+     * else 0 (OWN_KERNEL is then ignored: BLAS runs every block). */           \
+    int NAME##_has_kernel(void) { return HAS_OWN; }                                \
+                                                                                   \
     /* trans_a, trans_b: 'N' or 'T' as BLAS takes them; split: SPLIT_NONE (one \
      * BLAS call on BLAS's own threads), SPLIT_M (blocks of rows of C,          \
      * SPLIT_ALIGN rows at a time) or SPLIT_N (blocks of columns), between      \
@@ -156,9 +173,11 @@ static int64_t ceil_log2(int64_t x) {
     void NAME(char trans_a, char trans_b, int m, int n, int k, int lda, int ldb,   \
               int ldc, int split, int threads, int relu, const T *a, const T *b,   \
               const T *bias, const T *gate, T *c, T *b_sums) {                     \
-        const int epilogue = relu || gate;                                         \
+        const int epilogue = relu || gate, own = split & OWN_KERNEL;               \
+        split &= ~OWN_KERNEL;                                                      \
         if (split == SPLIT_NONE || threads <= 1) {                                 \
-            NAME##_block(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc); \
+            NAME##_block(own, trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c,  \
+                         ldc);                                                     \
             if (!epilogue && !b_sums)                                              \
                 return;                                                            \
             _Pragma("omp parallel num_threads(threads)")                           \
@@ -188,15 +207,16 @@ static int64_t ceil_log2(int64_t x) {
             const int64_t begin = block_start(thread, thread_count, total, align); \
             const int64_t end = block_start(thread + 1, thread_count, total, align); \
             if (begin < end && split == SPLIT_M) { /* rows of C: of op(A), bias */ \
-                NAME##_block(trans_a, trans_b, (int)(end - begin), n, k,           \
+                NAME##_block(own, trans_a, trans_b, (int)(end - begin), n, k,      \
                              trans_a == 'N' ? a + begin : a + begin * lda, lda, b, \
                              ldb, bias ? bias + begin : bias, c + begin, ldc);     \
                 if (epilogue)                                                      \
                     NAME##_epilogue(end - begin, 0, n, ldc, relu,                  \
                                     gate ? gate + begin : gate, c + begin);        \
             } else if (begin < end) { /* columns of C: of op(B) */                 \
-                NAME##_block(trans_a, trans_b, m, (int)(end - begin), k, a, lda,   \
-                             trans_b == 'N' ? b + begin * ldb : b + begin, ldb,    \
+                NAME##_block(own, trans_a, trans_b, m, (int)(end - begin), k, a,   \
+                             lda, trans_b == 'N' ? b + begin * ldb : b + begin,    \
+                             ldb,                                                  \
                              bias, c + begin * ldc, ldc);                          \
                 if (epilogue)                                                      \
                     NAME##_epilogue(m, begin, end, ldc, relu, gate, c);            \
@@ -204,5 +224,23 @@ static int64_t ceil_log2(int64_t x) {
         }                                                                          \
     }
 
-GEMM(scratchnet_gemm_float32, float)
-GEMM(scratchnet_gemm_float64, double)
+/* float64 has no loops of its own (MKL's dgemm takes another order): a stub the
+ * dead branch compiles against */
+static void no_dgemm_block(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k,
+                           const double *a, int64_t lda, const double *b, int64_t ldb,
+                           const double *bias, double *c, int64_t ldc) {
+    (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)a, (void)lda;
+    (void)b, (void)ldb, (void)bias, (void)c, (void)ldc;
+}
+
+GEMM(scratchnet_gemm_float32, float, sgemm_block, SGEMM_KERNEL)
+GEMM(scratchnet_gemm_float64, double, no_dgemm_block, 0)
+
+/* sgemm.h's order one element at a time, for the tests (tests/test_native.py
+ * checks the vector loops against it); the arguments as the loop above takes
+ * them. */
+void scratchnet_sgemm_reference(char trans_a, char trans_b, int m, int n, int k, int lda,
+                                int ldb, int ldc, const float *a, const float *b,
+                                const float *bias, float *c) {
+    sgemm_reference(trans_a, trans_b, m, n, k, a, lda, b, ldb, bias, c, ldc);
+}

@@ -46,6 +46,11 @@ import torch
 from scratchnet import native
 
 SPLITS = {"none": 0, "rows": 1, "columns": 2}  # gemm.c's SPLIT_NONE, SPLIT_M, SPLIT_N
+OWN_KERNEL = 4  # or'ed into a split: its blocks run sgemm.h's loops, not BLAS
+# the ways run on scratchnet's loops (float32 where built): "kernel" is one block
+# on the calling thread
+SPLITS.update({f"kernel {split}" if split != "none" else "kernel": code | OWN_KERNEL
+               for split, code in list(SPLITS.items())})
 SPLIT_MIN = 16  # gemm.c's SPLIT_ALIGN: its blocks are this long at least (see below)
 # torch sums dout over dim 0 in one order for whole blocks of columns and in another
 # for the rest; where the width is not a multiple of this, gemm.c's sum was seen equal
@@ -165,7 +170,8 @@ def linear_products(batch: int, in_features: int, out_features: int,
 
 def chosen_splits() -> dict[tuple, str | None]:
     """The way chosen for each product shape so far in this process: (kind,
-    (B, D_in, D_out), dtype, bias, threads) → "none", "rows", "columns", or
+    (B, D_in, D_out), dtype, bias, threads) → "none", "rows", "columns", the
+    same on scratchnet's loops ("kernel", "kernel rows", "kernel columns"), or
     None (torch's op)."""
     return dict(_plans)
 
@@ -223,22 +229,39 @@ def _plan(kind: str, products: LinearProducts, loop: Callable[..., None],
     return _plans[key]
 
 
-def splits_to_try(arguments: tuple, threads: int) -> list[str]:
+def splits_to_try(arguments: tuple, threads: int, kernel: bool = False) -> list[str]:
     """The ways of running a product (its gemm.c arguments) worth trying: one
     BLAS call always; a split where every thread's block, and the product's
     other sides, are at least SPLIT_MIN long (smaller blocks gain nothing, and
     BLAS may run them with other kernels: a block of one row is a
-    matrix-vector product)."""
+    matrix-vector product). With ``kernel`` (float32 where sgemm.h's loops were
+    built: :func:`has_kernel`), each of those again on scratchnet's loops, where
+    every side is SPLIT_MIN long at least (with a few terms per sum, torch's
+    order and the loops' agree on some values and not others)."""
     m, n, k = arguments[2:5]
     if threads <= 1 or min(m, n, k) < SPLIT_MIN:
-        return ["none"]
-    return ["none", *(split for split, side in (("rows", m), ("columns", n))
-                      if side >= threads * SPLIT_MIN)]
+        ways = ["none"]
+    else:
+        ways = ["none", *(split for split, side in (("rows", m), ("columns", n))
+                          if side >= threads * SPLIT_MIN)]
+    if kernel and min(m, n, k) >= SPLIT_MIN:  # (below, orders agree by chance)
+        ways += ["kernel" if way == "none" else f"kernel {way}" for way in ways]
+    return ways
+
+
+def has_kernel(dtype: torch.dtype) -> bool:
+    """Whether gemm.c was built with scratchnet's own loops for ``dtype``
+    (sgemm.h: float32 on a CPU with AVX-512)."""
+    if _gemm_loop(dtype) is None:
+        return False
+    suffix = native.C_TYPES[dtype][0]
+    probe = native.function("gemm", f"scratchnet_gemm_{suffix}_has_kernel", ctypes.c_int, [])
+    return probe is not None and bool(probe())
 
 
 def _try_splits(kind: str, products: LinearProducts, loop: Callable[..., None],
                 arguments: tuple, bias: bool) -> str | None:
-    equal = splits_to_try(arguments, products.threads)
+    equal = splits_to_try(arguments, products.threads, has_kernel(products.dtype))
     for seed in range(PROBE_DRAWS):  # one draw at a time: the least memory
         expected, out, inputs = _probe(kind, products.shape, products.dtype, bias, seed)
         pointers = (0, *(None if t is None else t.data_ptr() for t in inputs), None,
