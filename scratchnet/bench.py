@@ -838,8 +838,9 @@ def _products_note(config: BenchConfig) -> str:
         if dtype == config.torch_dtype:
             way = "torch's op" if split is None else split
             ways[way] = ways.get(way, 0) + 1
-    return (f"{who}: the matrix products called torch's BLAS through scratchnet/native/"
-            f"gemm.c ({native.built_with('gemm')}); the way chosen per product shape: "
+    return (f"{who}: the matrix products called torch's BLAS, or scratchnet's own "
+            f"float32 loops (the ways named kernel), through scratchnet/native/gemm.c "
+            f"({native.built_with('gemm')}); the way chosen per product shape: "
             + ", ".join(f"{way} {count}" for way, count in sorted(ways.items())))
 
 

@@ -1,6 +1,7 @@
 """A Linear layer's three matrix products through ``gemm.c``: the BLAS routine
-torch.mm itself calls, on hand-split blocks of the output, one thread each,
-wherever that is torch's result bit for bit (used by :mod:`scratchnet.fast`).
+torch.mm itself calls, on hand-split blocks of the output, one thread each, or
+in float32 scratchnet's own loops in MKL's order of sums (``sgemm.h``), wherever
+that is torch's result bit for bit (used by :mod:`scratchnet.fast`).
 
     products = linear_products(batch, in_features, out_features, dtype, bias=True)
     products.forward(x, weight, bias, out)   # out = x·Wᵀ + b   (torch.addmm(b, x, W.t()))
@@ -22,9 +23,10 @@ non-contiguous x takes torch's op).
 
 How each product is run is chosen once per shape, dtype and thread count, by
 trying it: each way of splitting it between the threads (over the rows or the
-columns of BLAS's output, or not at all: one BLAS call on BLAS's own threads)
-is run on random inputs and kept only if it equals torch's op bit for bit; the
-fastest of those kept is used. Which ways are equal depends on the shapes, not
+columns of BLAS's output, or not at all: one BLAS call on BLAS's own threads),
+each again on sgemm.h's loops where they were built ("kernel", "kernel rows",
+"kernel columns"), is run on random inputs and kept only if it equals torch's
+op bit for bit; the fastest of those kept is used. Which ways are equal depends on the shapes, not
 on the values or where the tensors lie in memory (tests/test_native.py); at
 batch 64 on the seed MLP the splits are 15–25% faster than torch.mm (README
 "Speed"). Every product takes torch's op off the CPU, or where the C library
