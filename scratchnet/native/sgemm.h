@@ -131,6 +131,37 @@ static void sgemm_chunk_columns(int64_t m, int64_t n, int64_t kc, const float *a
     }
 }
 
+/* dst[i·ld_dst + j] = src[j·ld_src + i] for i, j < 16: a 16 × 16 block
+ * transposed in registers (pairs of lanes, then of pairs, then of 128-bit
+ * quarters, twice), to copy op(B) for the forward. */
+static inline void sgemm_transpose16(const float *src, int64_t ld_src, float *dst,
+                                     int64_t ld_dst) {
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++)
+        r[i] = _mm512_loadu_ps(src + i * ld_src);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[4 * i] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        r[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        r[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        r[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int h = 0; h < 2; h++)
+        for (int i = 0; i < 4; i++) {
+            t[8 * h + i] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + 4 + i], 0x88);
+            t[8 * h + 4 + i] = _mm512_shuffle_f32x4(r[8 * h + i], r[8 * h + 4 + i], 0xDD);
+        }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+        r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+    }
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_ps(dst + i * ld_dst, r[i]);
+}
+
 /* The forward's C = [bias +] op(A)·op(B), op(A)[r, p] = a[p + r·lda] and
  * op(B)[p, c] = b[p + c·ldb]: per block of 16·SGEMM_VECTORS columns, op(B)'s
  * block is copied to packed[p][c], then each tile of SGEMM_ROWS rows runs the
@@ -150,9 +181,14 @@ static int sgemm_transposed(int64_t m, int64_t n, int64_t k, const float *a, int
     }
     for (int64_t c0 = 0; c0 < n; c0 += WIDTH) {
         const int64_t width = n - c0 < WIDTH ? n - c0 : WIDTH;
-        for (int64_t p = 0; p < k; p++) {
+        const int64_t whole_j = width / 16 * 16, whole_p = k / 16 * 16;
+        for (int64_t j0 = 0; j0 < whole_j; j0 += 16) /* 16 × 16 blocks in registers */
+            for (int64_t p0 = 0; p0 < whole_p; p0 += 16)
+                sgemm_transpose16(b + p0 + (c0 + j0) * ldb, ldb, packed + p0 * WIDTH + j0,
+                                  WIDTH);
+        for (int64_t p = 0; p < k; p++) { /* the rest, and zeros past the width */
             float *row = packed + p * WIDTH;
-            for (int64_t j = 0; j < WIDTH; j++)
+            for (int64_t j = p < whole_p ? whole_j : 0; j < WIDTH; j++)
                 row[j] = j < width ? b[p + (c0 + j) * ldb] : 0.0f;
         }
         for (int64_t r0 = 0; r0 < m; r0 += SGEMM_ROWS) {
@@ -189,8 +225,9 @@ static int sgemm_transposed(int64_t m, int64_t n, int64_t k, const float *a, int
                     }
                 }
             }
-            for (int i = 0; i < SGEMM_ROWS && r0 + i < m; i++)
-                for (int64_t j = 0; j < width; j++)
+            const int rows = m - r0 < SGEMM_ROWS ? (int)(m - r0) : SGEMM_ROWS;
+            for (int64_t j = 0; j < width; j++) /* each column's rows in a row */
+                for (int i = 0; i < rows; i++)
                     c[r0 + i + (c0 + j) * ldc] = tile[i][j];
         }
     }
