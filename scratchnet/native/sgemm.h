@@ -21,8 +21,8 @@
  * tests/test_native.py checks the vector loops against it at every shape.
  *
  * Why: at batch 64 on this project's 2-core AVX-512 machine MKL's sgemm runs
- * these shapes at 75-95 GFLOP/s of the core's 117; the loops below run the
- * gradients' products at about 0.8× MKL's time (README "Speed").
+ * these shapes at 75-95 GFLOP/s of the core's 117; the loops below run them
+ * at 0.8-0.9× MKL's time, forward and gradients (README "Speed").
  *
  * Two loops, by which operand has its elements along C's columns of m in a row:
  *   op(A) not transposed (the weight and input gradients): vectors of 16 rows of
